@@ -1,0 +1,457 @@
+"""Binarized Keras 3 layers: the convolutions and the DARTS building blocks.
+
+Every layer takes
+
+- ``binarization``: ``"none"`` (full precision), ``"xnor"`` (closed-form
+  amplitude) or ``"pcnn"`` (learned amplitude matrix A with the asynchronous
+  A_hat / A update); see `bnas_tf.amplitude` for the formulas (Eqs. 1-4, 14-21);
+- ``binary_activations``: with ``True`` (1-bit BNAS, Sec. 3.4) the input of
+  every binarized convolution goes through ``ste_sign`` (Larq's never-zero
+  sign, which Larq Compute Engine turns into bit-packed ops) and ReLU becomes
+  PReLU, which keeps the negative values that a sign needs.
+
+The composite blocks follow DARTS's `operations.py`: convolutions without
+bias, BatchNorm with PyTorch's momentum 0.1 (Keras momentum 0.9) and
+epsilon 1e-5, and `affine=False` for the search supernet.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from bnas_tf import amplitude as amp
+from bnas_tf import quantizers
+from bnas_tf.errors import ConfigError
+
+_PACKAGE = "bnas_tf"
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+DEFAULT_THETA = 1e-4
+
+
+def _check_kernel_size(kernel_size, allowed=None):
+    ok = isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool) and kernel_size >= 1
+    if ok and allowed is not None:
+        ok = kernel_size in allowed
+    if not ok:
+        expected = f"one of {sorted(allowed)}" if allowed else "a positive integer"
+        raise ConfigError(f"Invalid `kernel_size`: expected {expected}. Received: kernel_size={kernel_size!r}")
+    return int(kernel_size)
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"Invalid `{name}`: expected a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def _check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"Invalid `{name}`: expected True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+class _BinarizedKernelMixin:
+    """The binarization of a Keras convolution's kernel and input.
+
+    Subclasses call `_setup_binarization` in `__init__` and
+    `_build_amplitude` at the end of `build`; `_binarized_inputs_and_kernel`
+    gives what the convolution op consumes.
+    """
+
+    # Axes of the kernel that form one filter D_i (reduced for XNOR, kept in A).
+    _filter_axes = (0, 1, 2)
+
+    def _setup_binarization(self, binarization, binary_activations, input_quantizer, theta):
+        self.binarization = amp.check_scheme(binarization)
+        self.binary_activations = _check_bool("binary_activations", binary_activations)
+        self.theta = amp.check_theta(theta)
+        if input_quantizer is None and self.binary_activations:
+            input_quantizer = "ste_sign"
+        self.input_quantizer = quantizers.get(input_quantizer)
+
+    def _build_amplitude(self):
+        if self.binarization != "pcnn":
+            self.amplitude = None
+            return
+        kernel_shape = tuple(self.kernel.shape)
+        shape = tuple(d if i in self._filter_axes else 1 for i, d in enumerate(kernel_shape))
+        # Start A at the XNOR closed form, mean(|X|), so that A_hat begins optimal.
+        with tf.init_scope():
+            start = float(np.mean(np.abs(ops.convert_to_numpy(self.kernel))))
+        self.amplitude = self.add_weight(
+            name=amp.AMPLITUDE_WEIGHT_NAME,
+            shape=shape,
+            initializer=keras.initializers.Constant(start),
+            constraint=amp.AbsConstraint(),
+            trainable=True,
+        )
+
+    def binarized_kernel(self, kernel=None):
+        """X_hat for the current scheme (Eq. 1)."""
+        kernel = self.kernel if kernel is None else kernel
+        if self.binarization == "xnor":
+            return amp.xnor_kernel(kernel, self._filter_axes)
+        if self.binarization == "pcnn":
+            return amp.pcnn_kernel(kernel, self.amplitude)
+        return kernel
+
+    def amplitude_loss(self):
+        """L_A of this layer (Eq. 2); 0 unless binarization is 'pcnn'."""
+        if self.binarization != "pcnn" or self.theta == 0:
+            return ops.zeros(())
+        return amp.pcnn_amplitude_loss(self.kernel, self.amplitude, self.theta)
+
+    def _binarized_inputs_and_kernel(self, inputs, kernel):
+        if self.binarization == "pcnn" and self.theta > 0:
+            self.add_loss(amp.pcnn_amplitude_loss(kernel, self.amplitude, self.theta))
+        if self.input_quantizer is not None:
+            inputs = self.input_quantizer(inputs)
+        return inputs, self.binarized_kernel(kernel)
+
+    def _binarization_config(self):
+        return {
+            "binarization": self.binarization,
+            "binary_activations": self.binary_activations,
+            "input_quantizer": None if self.input_quantizer is None else quantizers.serialize(self.input_quantizer),
+            "theta": self.theta,
+        }
+
+    @property
+    def kernel_precision(self):
+        """Bits per kernel element at inference: 1 when binarized, else 32."""
+        return 32 if self.binarization == "none" else 1
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BinarizedConv2D(_BinarizedKernelMixin, keras.layers.Conv2D):
+    """`keras.layers.Conv2D` whose kernel (and optionally input) is binarized.
+
+    y = conv(q(x), A_hat (.) sign(X)) (Eqs. 12-13), q = ste_sign with binary
+    activations, else the identity. All `Conv2D` arguments are accepted.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        *,
+        binarization="pcnn",
+        binary_activations=False,
+        input_quantizer=None,
+        theta=DEFAULT_THETA,
+        **kwargs,
+    ):
+        super().__init__(filters, kernel_size, **kwargs)
+        self._setup_binarization(binarization, binary_activations, input_quantizer, theta)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_amplitude()
+
+    def convolution_op(self, inputs, kernel):
+        inputs, kernel = self._binarized_inputs_and_kernel(inputs, kernel)
+        return super().convolution_op(inputs, kernel)
+
+    # Keras's BaseConv stores only kernel and bias; A is stored beside them.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built and self.amplitude is not None:
+            store[amp.AMPLITUDE_WEIGHT_NAME] = self.amplitude
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.built and self.amplitude is not None:
+            self.amplitude.assign(store[amp.AMPLITUDE_WEIGHT_NAME])
+
+    def get_config(self):
+        return {**super().get_config(), **self._binarization_config()}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BinarizedDepthwiseConv2D(_BinarizedKernelMixin, keras.layers.DepthwiseConv2D):
+    """`keras.layers.DepthwiseConv2D` with a binarized kernel (and input).
+
+    Each channel's k x k kernel is one filter D_i, so A has shape (k, k, 1, 1)
+    and the XNOR amplitude is taken per channel.
+    """
+
+    _filter_axes = (0, 1)
+
+    def __init__(
+        self,
+        kernel_size,
+        *,
+        binarization="pcnn",
+        binary_activations=False,
+        input_quantizer=None,
+        theta=DEFAULT_THETA,
+        **kwargs,
+    ):
+        super().__init__(kernel_size, **kwargs)
+        self._setup_binarization(binarization, binary_activations, input_quantizer, theta)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_amplitude()
+
+    def call(self, inputs):
+        inputs, kernel = self._binarized_inputs_and_kernel(inputs, self.kernel)
+        outputs = ops.depthwise_conv(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+        if self.use_bias:
+            outputs = ops.add(outputs, self.bias)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), **self._binarization_config()}
+
+
+def activation(binary_activations, name=None):
+    """ReLU, or PReLU (one slope per channel, 0.25 at start) for 1-bit BNAS (Sec. 3.4)."""
+    if binary_activations:
+        return keras.layers.PReLU(
+            alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2], name=name
+        )
+    return keras.layers.ReLU(name=name)
+
+
+def batch_norm(affine=True, name=None):
+    """BatchNorm with DARTS's (PyTorch's) momentum and epsilon."""
+    return keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name
+    )
+
+
+class _Block(keras.layers.Layer):
+    """Base of the DARTS blocks: binarization options, a sequential body, a config."""
+
+    def __init__(
+        self,
+        filters,
+        *,
+        binarization="pcnn",
+        binary_activations=False,
+        affine=True,
+        theta=DEFAULT_THETA,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = _check_positive_int("filters", filters)
+        self.binarization = amp.check_scheme(binarization)
+        self.binary_activations = _check_bool("binary_activations", binary_activations)
+        self.affine = _check_bool("affine", affine)
+        self.theta = amp.check_theta(theta)
+
+    def _conv_options(self, full_precision=False):
+        return dict(
+            binarization="none" if full_precision else self.binarization,
+            binary_activations=False if full_precision else self.binary_activations,
+            theta=self.theta,
+            use_bias=False,
+            padding="same",
+        )
+
+    def _conv(self, filters, kernel_size, strides=1, dilation_rate=1, full_precision=False, name=None):
+        return BinarizedConv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            dilation_rate=dilation_rate,
+            name=name,
+            **self._conv_options(full_precision),
+        )
+
+    def _depthwise(self, kernel_size, strides=1, dilation_rate=1, full_precision=False, name=None):
+        return BinarizedDepthwiseConv2D(
+            kernel_size,
+            strides=strides,
+            dilation_rate=dilation_rate,
+            name=name,
+            **self._conv_options(full_precision),
+        )
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._body:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self._body:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                x = layer(x, training=training)
+            else:
+                x = layer(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._body:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def binarized_convs(self):
+        """The binarized convolution layers of this block, in call order."""
+        return [layer for layer in self._body if isinstance(layer, _BinarizedKernelMixin)]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "binarization": self.binarization,
+            "binary_activations": self.binary_activations,
+            "affine": self.affine,
+            "theta": self.theta,
+        }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ReLUConvBN(_Block):
+    """activation -> k x k binarized conv (stride) -> BatchNorm (DARTS `ReLUConvBN`)."""
+
+    def __init__(self, filters, kernel_size=1, strides=1, *, full_precision=False, **kwargs):
+        super().__init__(filters, **kwargs)
+        self.kernel_size = _check_kernel_size(kernel_size)
+        self.strides = _check_positive_int("strides", strides)
+        self.full_precision = _check_bool("full_precision", full_precision)
+        self._body = [
+            activation(self.binary_activations and not self.full_precision, name="act"),
+            self._conv(self.filters, self.kernel_size, self.strides, full_precision=self.full_precision, name="conv"),
+            batch_norm(self.affine, name="bn"),
+        ]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "full_precision": self.full_precision,
+        }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BinarizedSepConv(_Block):
+    """The DARTS separable block, binarized, applied twice.
+
+    (activation -> k x k depthwise (stride) -> 1 x 1 pointwise -> BatchNorm)
+    -> (activation -> k x k depthwise -> 1 x 1 pointwise to `filters` -> BatchNorm).
+    With ``full_precision_first`` the first depthwise convolution stays full
+    precision (the paper's ImageNet setting, Sec. 4.1.2).
+    """
+
+    def __init__(self, filters, kernel_size=3, strides=1, *, full_precision_first=False, **kwargs):
+        super().__init__(filters, **kwargs)
+        self.kernel_size = _check_kernel_size(kernel_size, allowed=(3, 5, 7))
+        self.strides = _check_positive_int("strides", strides)
+        self.full_precision_first = _check_bool("full_precision_first", full_precision_first)
+        self._in_channels = None
+        self._body = None
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        fp_first = self.full_precision_first
+        self._body = [
+            activation(self.binary_activations and not fp_first, name="act1"),
+            self._depthwise(self.kernel_size, self.strides, full_precision=fp_first, name="dw1"),
+            self._conv(channels, 1, name="pw1"),
+            batch_norm(self.affine, name="bn1"),
+            activation(self.binary_activations, name="act2"),
+            self._depthwise(self.kernel_size, name="dw2"),
+            self._conv(self.filters, 1, name="pw2"),
+            batch_norm(self.affine, name="bn2"),
+        ]
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        if self._body is not None:
+            return super().compute_output_shape(input_shape)
+        n, h, w, _ = input_shape
+        s = self.strides
+        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s), self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "full_precision_first": self.full_precision_first,
+        }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BinarizedDilConv(_Block):
+    """activation -> k x k dilated depthwise (stride) -> 1 x 1 pointwise -> BatchNorm."""
+
+    def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=2, *, full_precision_first=False, **kwargs):
+        super().__init__(filters, **kwargs)
+        self.kernel_size = _check_kernel_size(kernel_size, allowed=(3, 5, 7))
+        self.strides = _check_positive_int("strides", strides)
+        self.dilation_rate = _check_positive_int("dilation_rate", dilation_rate)
+        # Keras's depthwise op cannot combine stride and dilation; the stride goes
+        # on the 1 x 1 pointwise conv, which subsamples the same values.
+        self.full_precision_first = _check_bool("full_precision_first", full_precision_first)
+        fp_first = self.full_precision_first
+        self._body = [
+            activation(self.binary_activations and not fp_first, name="act"),
+            self._depthwise(self.kernel_size, 1, self.dilation_rate, full_precision=fp_first, name="dw"),
+            self._conv(self.filters, 1, strides=self.strides, name="pw"),
+            batch_norm(self.affine, name="bn"),
+        ]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "dilation_rate": self.dilation_rate,
+            "full_precision_first": self.full_precision_first,
+        }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FactorizedReduce(_Block):
+    """Halves the resolution: activation -> two 1 x 1 stride-2 convs, the second
+    on the input shifted by one pixel, concatenated -> BatchNorm (DARTS).
+
+    `filters` must be even. The shifted input is zero-padded at the end so that
+    odd sizes work too (ceil(n / 2) outputs on both paths).
+    """
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(filters, **kwargs)
+        if self.filters % 2:
+            raise ConfigError(f"Invalid `filters`: FactorizedReduce needs an even number. Received: filters={filters!r}")
+        self.act = activation(self.binary_activations, name="act")
+        self.conv_1 = self._conv(self.filters // 2, 1, strides=2, name="conv_1")
+        self.conv_2 = self._conv(self.filters // 2, 1, strides=2, name="conv_2")
+        self.bn = batch_norm(self.affine, name="bn")
+
+    def build(self, input_shape):
+        self.act.build(input_shape)
+        self.conv_1.build(input_shape)
+        self.conv_2.build(input_shape)
+        self.bn.build(self.compute_output_shape(input_shape))
+
+    def call(self, inputs, training=None):
+        x = self.act(inputs)
+        shifted = ops.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        y = ops.concatenate([self.conv_1(x), self.conv_2(shifted)], axis=-1)
+        return self.bn(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return (n, None if h is None else -(-h // 2), None if w is None else -(-w // 2), self.filters)
+
+    def binarized_convs(self):
+        return [self.conv_1, self.conv_2]
