@@ -1,0 +1,263 @@
+r"""The bnas_tf command line: search, train, export, or all three.
+
+    python -m bnas_tf.launch --flagfile=configs/demo.flags
+    python -m bnas_tf.launch --flagfile=configs/cifar.flags --model_dir=runs/cifar
+
+Every flag is defined here, and only here; the library takes plain
+arguments. A mistake the user can fix (a bad flag, missing data, a corrupt
+checkpoint, a diverged loss) ends with one clear message and exit status 2;
+everything already computed stays in --model_dir, and running the same
+command again resumes.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+MODES = ("search", "train", "export", "all")
+SEARCHES = ("bnas", "pcdarts")
+SCHEMES = ("none", "xnor", "pcnn")
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines every flag of bnas_tf (called once, at import of this module)."""
+    # What to do and where.
+    flags.DEFINE_enum("mode", "all", MODES, "search: find a genotype; train: train the network of --genotype; "
+                      "export: write SavedModel/.keras/TFLite/LCE; all: the three in turn.")
+    flags.DEFINE_string("model_dir", None, "Directory of every output, checkpoint and log. Required.")
+    flags.DEFINE_enum("dataset", "cifar10", ("cifar10", "cifar100", "imagenet2012", "digits"),
+                      "digits is embedded (scikit-learn's handwritten digits at 32x32): no download.")
+    flags.DEFINE_string("data_dir", None, "tfds data directory holding prepared datasets (tfds's default if unset).")
+    flags.DEFINE_integer("seed", 0, "Seed of the data split, the initialisation and the sampling.", lower_bound=0)
+    flags.DEFINE_bool("deterministic", True, "Deterministic TensorFlow ops (same seed, same result; a resumed "
+                      "run ends where an uninterrupted one does).")
+    # Search space and binarization.
+    flags.DEFINE_enum("search", "bnas", SEARCHES, "bnas: Algorithm 1 (operation abandoning); pcdarts: the baseline.")
+    flags.DEFINE_enum("binarize", "pcnn", SCHEMES, "Kernel binarization: none (full precision), xnor, pcnn.")
+    flags.DEFINE_bool("binary_activations", False, "1-bit: binarize activations too (sign + STE), PReLU for ReLU; "
+                      "with --search=bnas this is 1-bit BNAS (no warm-up, UCB, Eq. 10).")
+    flags.DEFINE_float("theta", 1e-4, "Weight of the PCNN amplitude loss (Eq. 2).", lower_bound=0.0)
+    flags.DEFINE_float("amplitude_learning_rate", None, "eta2 of Eq. 19 (default: the weight learning rate).",
+                       lower_bound=0.0)
+    # Search settings (paper Sec. 4.1.2).
+    flags.DEFINE_integer("search_init_channels", 16, "Initial channels of the supernet.", lower_bound=2)
+    flags.DEFINE_integer("search_layers", 6, "Cells of the supernet.", lower_bound=1)
+    flags.DEFINE_list("reduction_cells", ["1", "3"], "0-based positions of the supernet's reduction cells "
+                      "(the paper: second and fourth of 6). Empty: DARTS's rule, layers//3 and 2*layers//3.")
+    flags.DEFINE_integer("partial_channels", 2, "C of PC-DARTS: 1/C of the channels enter the operations "
+                         "(2 in the paper for CIFAR-10, 4 in the PC-DARTS code).", lower_bound=1)
+    flags.DEFINE_integer("search_batch_size", 128, "Global batch of the warm-up and PC-DARTS epochs.", lower_bound=1)
+    flags.DEFINE_integer("trial_batch_size", 400, "Global batch of the sampled architectures.", lower_bound=1)
+    flags.DEFINE_integer("search_epochs", 50, "Epochs of a plain PC-DARTS search.", lower_bound=1)
+    flags.DEFINE_integer("arch_freeze_epochs", 15, "Plain PC-DARTS: epochs with alpha/beta frozen.", lower_bound=0)
+    flags.DEFINE_float("search_learning_rate", 0.025, "Weight learning rate of the search (cosine to 0).",
+                       lower_bound=0.0)
+    flags.DEFINE_float("search_weight_decay", 5e-4, "Weight decay of the search.", lower_bound=0.0)
+    flags.DEFINE_float("arch_learning_rate", 0.01, "Adam learning rate of alpha and beta.", lower_bound=0.0)
+    flags.DEFINE_float("arch_weight_decay", 1e-3, "L2 weight decay of alpha and beta.", lower_bound=0.0)
+    flags.DEFINE_integer("heldout_size", 5000, "Held-out images that score the sampled architectures.",
+                         lower_bound=1)
+    flags.DEFINE_integer("k", 8, "Operations per edge at the start (K).", lower_bound=2, upper_bound=8)
+    flags.DEFINE_integer("t", 3, "Samples per operation and round (T).", lower_bound=1)
+    flags.DEFINE_integer("v", 1, "PC-DARTS epochs after each round (V).", lower_bound=0)
+    flags.DEFINE_integer("warmup_epochs", 5, "PC-DARTS warm-up epochs (L).", lower_bound=0)
+    flags.DEFINE_integer("warmup_freeze_epochs", 3, "Warm-up epochs with alpha/beta frozen.", lower_bound=0)
+    flags.DEFINE_float("delta", 2.0, "UCB exploration weight of 1-bit BNAS (Eq. 10).", lower_bound=0.0)
+    flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch (smoke runs).", lower_bound=1)
+    # Evaluation network and its training.
+    flags.DEFINE_string("genotype", None, "--mode=train/export: a genotype.json path or a published name "
+                        "(DARTS_V2, PC_DARTS, ...). Default: --model_dir/genotype.json.")
+    flags.DEFINE_integer("init_channels", 36, "Initial channels of the evaluation network.", lower_bound=2)
+    flags.DEFINE_integer("layers", 20, "Cells of the evaluation network.", lower_bound=3)
+    flags.DEFINE_integer("batch_size", 96, "Global training batch of the evaluation network.", lower_bound=1)
+    flags.DEFINE_integer("epochs", 600, "Training epochs of the evaluation network.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 0.025, "Initial SGD learning rate (cosine to 0).", lower_bound=0.0)
+    flags.DEFINE_float("weight_decay", 3e-4, "L2 weight decay.", lower_bound=0.0)
+    flags.DEFINE_float("grad_clip", 5.0, "Global-norm gradient clipping.", lower_bound=0.0)
+    flags.DEFINE_bool("auxiliary", True, "Auxiliary tower after the second reduction cell.")
+    flags.DEFINE_float("auxiliary_weight", 0.4, "Weight of the auxiliary loss.", lower_bound=0.0)
+    flags.DEFINE_float("drop_path", 0.2, "Drop-path probability at the last epoch (linear schedule).",
+                       lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_integer("cutout", None, "Cutout length in pixels (default: 16 for CIFAR, 8 for digits, "
+                         "0 for ImageNet).", lower_bound=0)
+    flags.DEFINE_float("label_smoothing", None, "Label smoothing (default: 0.1 on ImageNet, else 0).",
+                       lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_bool("mixed_precision", False, "mixed_float16 training (GPUs).")
+    # Distribution.
+    flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored", "multi_worker", "tpu"),
+                      "tf.distribute strategy.")
+    flags.DEFINE_string("tpu", None, "TPU name or address ('local' on a TPU VM).")
+    flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N logical devices (multi-replica on CPU).",
+                         lower_bound=1)
+    flags.DEFINE_bool("scale_learning_rate", False, "Multiply learning rates by the number of replicas.")
+    flags.mark_flag_as_required("model_dir")
+
+
+define_flags()
+
+
+def _reduction_cells():
+    if not FLAGS.reduction_cells:
+        return None
+    try:
+        return tuple(int(v) for v in FLAGS.reduction_cells)
+    except ValueError:
+        from bnas_tf.errors import bad_value
+
+        raise bad_value("reduction_cells", ",".join(FLAGS.reduction_cells), "comma-separated integers") from None
+
+
+def search_config(replicas=1):
+    """The SearchConfig that the flags describe."""
+    from bnas_tf.search.pcdarts import SearchConfig
+
+    scale = replicas if FLAGS.scale_learning_rate else 1
+    return SearchConfig(
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        seed=FLAGS.seed,
+        init_channels=FLAGS.search_init_channels,
+        layers=FLAGS.search_layers,
+        reduction_cells=_reduction_cells(),
+        partial_channels=FLAGS.partial_channels,
+        binarization=FLAGS.binarize,
+        binary_activations=FLAGS.binary_activations,
+        theta=FLAGS.theta,
+        batch_size=FLAGS.search_batch_size,
+        trial_batch_size=FLAGS.trial_batch_size,
+        learning_rate=FLAGS.search_learning_rate * scale,
+        weight_decay=FLAGS.search_weight_decay,
+        arch_learning_rate=FLAGS.arch_learning_rate * scale,
+        arch_weight_decay=FLAGS.arch_weight_decay,
+        amplitude_learning_rate=FLAGS.amplitude_learning_rate,
+        epochs=FLAGS.search_epochs,
+        arch_freeze_epochs=FLAGS.arch_freeze_epochs,
+        heldout_size=FLAGS.heldout_size,
+        steps_per_epoch=FLAGS.steps_per_epoch,
+        k=FLAGS.k,
+        t=FLAGS.t,
+        v=FLAGS.v,
+        warmup_epochs=FLAGS.warmup_epochs,
+        warmup_freeze_epochs=FLAGS.warmup_freeze_epochs,
+        delta=FLAGS.delta,
+        one_bit=FLAGS.binary_activations,
+    )
+
+
+def run_search(strategy):
+    from bnas_tf.search import outputs
+    from bnas_tf.search.pcdarts import run_pcdarts
+    from bnas_tf.search.tuner import run_bnas
+
+    config = search_config(strategy.num_replicas_in_sync)
+    search_dir = FLAGS.model_dir
+    if os.path.exists(os.path.join(search_dir, "genotype.json")) and FLAGS.mode == "all":
+        from bnas_tf import genotypes
+
+        logging.info("Search already finished: reusing %s/genotype.json.", search_dir)
+        return genotypes.load(os.path.join(search_dir, "genotype.json"))
+    logging.info("Search: %s, %s binarization%s, on %s.", FLAGS.search.upper(), FLAGS.binarize,
+                 " with 1-bit activations" if FLAGS.binary_activations else "", FLAGS.dataset)
+    run = run_bnas if FLAGS.search == "bnas" else run_pcdarts
+    searcher, genotype, seconds = run(config, search_dir, strategy)
+    if searcher.is_chief:
+        outputs.write_search_outputs(search_dir, genotype, seconds, strategy,
+                                     extra={"search": FLAGS.search, "dataset": FLAGS.dataset})
+    return genotype
+
+
+def _genotype_arg():
+    from bnas_tf import genotypes
+
+    source = FLAGS.genotype or os.path.join(FLAGS.model_dir, "genotype.json")
+    return genotypes.load(source)
+
+
+def _search_cost():
+    path = os.path.join(FLAGS.model_dir, "search_cost.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def run_train(strategy, genotype):
+    from bnas_tf import train
+
+    return train.train(
+        genotype,
+        dataset=FLAGS.dataset,
+        model_dir=os.path.join(FLAGS.model_dir, "train"),
+        data_dir=FLAGS.data_dir,
+        epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate * (strategy.num_replicas_in_sync if FLAGS.scale_learning_rate else 1),
+        weight_decay=FLAGS.weight_decay,
+        grad_clip=FLAGS.grad_clip,
+        auxiliary=FLAGS.auxiliary,
+        auxiliary_weight=FLAGS.auxiliary_weight,
+        drop_path=FLAGS.drop_path,
+        cutout=FLAGS.cutout,
+        label_smoothing=FLAGS.label_smoothing,
+        mixed_precision=FLAGS.mixed_precision,
+        init_channels=FLAGS.init_channels,
+        layers=FLAGS.layers,
+        binarization=FLAGS.binarize,
+        binary_activations=FLAGS.binary_activations,
+        theta=FLAGS.theta,
+        amplitude_lr=FLAGS.amplitude_learning_rate,
+        seed=FLAGS.seed,
+        strategy=strategy,
+        steps_per_epoch=FLAGS.steps_per_epoch,
+    )
+
+
+def run_export(train_results=None):
+    from bnas_tf import export
+
+    return export.export_trained(
+        os.path.join(FLAGS.model_dir, "train"),
+        os.path.join(FLAGS.model_dir, "export"),
+        summary_extra={"test_accuracy": (train_results or {}).get("test_accuracy"),
+                       "search_cost": _search_cost()},
+    )
+
+
+def main(argv):
+    del argv
+    from bnas_tf.errors import BnasError
+
+    try:
+        import tensorflow as tf
+
+        from bnas_tf import distribute
+
+        os.makedirs(FLAGS.model_dir, exist_ok=True)
+        strategy = distribute.get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, cpu_devices=FLAGS.cpu_devices)
+        if FLAGS.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        genotype = None
+        train_results = None
+        if FLAGS.mode in ("search", "all"):
+            genotype = run_search(strategy)
+        if FLAGS.mode in ("train", "all"):
+            genotype = _genotype_arg() if genotype is None or FLAGS.genotype else genotype
+            train_results = run_train(strategy, genotype)
+        if FLAGS.mode in ("export", "all"):
+            run_export(train_results)
+    except BnasError as err:
+        logging.error("%s", err)
+        sys.stderr.write(f"bnas_tf: error: {err}\n")
+        sys.exit(2)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

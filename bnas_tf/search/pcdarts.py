@@ -1,0 +1,420 @@
+"""PC-DARTS search steps and epochs over the supernet (BNAS paper, Eqs. 5-6).
+
+First-order bilevel optimisation (Eq. 5): the weights X descend the training
+loss on the weights half of the training set, the architecture parameters
+(alpha, beta) descend the validation loss on the other half. Weights use SGD
+with momentum, coupled L2 weight decay and global-norm gradient clipping (as
+PyTorch's SGD and `clip_grad_norm_` in the PC-DARTS code); alpha and beta use
+Adam with coupled L2 weight decay. PCNN amplitude matrices A take their own
+plain SGD step, A <- |A - eta2 dA| (Eq. 19), after the weights (Eq. 15).
+
+The unit of progress is an *epoch unit*: one warm-up or PC-DARTS epoch, or
+one sampled-architecture trial. The unit counter lives in the checkpoint; it
+indexes the cosine learning-rate schedule and the data order, so a resumed
+search replays exactly what an uninterrupted one does.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from bnas_tf import amplitude
+from bnas_tf import data as data_lib
+from bnas_tf import distribute
+from bnas_tf.errors import ConfigError, StateError, TrainingError
+from bnas_tf.search.supernet import Supernet
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """Every setting of a search; defaults are the BNAS paper's (Sec. 4.1.2)."""
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    seed: int = 0
+    init_channels: int = 16
+    layers: int = 6
+    reduction_cells: tuple | None = (1, 3)
+    partial_channels: int = 2
+    binarization: str = "pcnn"
+    binary_activations: bool = False
+    theta: float = 1e-4
+    batch_size: int = 128  # warm-up and PC-DARTS phases
+    trial_batch_size: int = 400  # sampled architectures (Sec. 4.1.2)
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float = 5.0
+    arch_learning_rate: float = 0.01
+    arch_beta1: float = 0.5
+    arch_beta2: float = 0.999
+    arch_weight_decay: float = 1e-3
+    amplitude_learning_rate: float | None = None  # eta2; None: the weight learning rate
+    epochs: int = 50  # plain PC-DARTS mode
+    arch_freeze_epochs: int = 15  # plain PC-DARTS mode (PC-DARTS code: 15)
+    heldout_size: int = 5000
+    steps_per_epoch: int | None = None  # cap, for smoke runs
+    # BNAS (Algorithm 1)
+    k: int = 8
+    t: int = 3
+    v: int = 1
+    warmup_epochs: int = 5  # L
+    warmup_freeze_epochs: int = 3
+    delta: float = 2.0
+    one_bit: bool = False
+
+    def validate(self):
+        positive = ("init_channels", "layers", "partial_channels", "batch_size", "trial_batch_size", "t")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"Invalid `{name}`: expected a positive integer. Received: {name}={value!r}")
+        for name in ("learning_rate", "arch_learning_rate", "grad_clip"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigError(f"Invalid `{name}`: expected a positive number. Received: {name}={value!r}")
+        for name in ("weight_decay", "arch_weight_decay", "momentum", "theta", "delta"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ConfigError(f"Invalid `{name}`: expected a number >= 0. Received: {name}={value!r}")
+        if (self.init_channels % self.partial_channels) or (self.init_channels // self.partial_channels) % 2:
+            raise ConfigError(
+                "Invalid `partial_channels`: init_channels / partial_channels must be an even integer "
+                f"(init_channels={self.init_channels}). Received: partial_channels={self.partial_channels!r}"
+            )
+        return self
+
+
+def cosine_learning_rate(unit, total_units, lr, lr_min):
+    """lr_min + (lr - lr_min) * (1 + cos(pi * unit / total)) / 2 (per epoch, as DARTS)."""
+    progress = min(unit, total_units) / max(total_units, 1)
+    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * progress))
+
+
+def _write_json_atomic(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+class Searcher:
+    """Owns the supernet, its optimizers, the traced steps and the checkpoint.
+
+    Args:
+      config: a `SearchConfig`.
+      model_dir: where checkpoints, TensorBoard logs and outputs go.
+      strategy: a `tf.distribute.Strategy` (default: the one in scope).
+      total_units: epoch units of the whole search, for the cosine schedule.
+    """
+
+    def __init__(self, config, model_dir, strategy=None, total_units=None):
+        self.config = config.validate()
+        self.model_dir = model_dir
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.total_units = total_units or config.epochs
+        os.makedirs(model_dir, exist_ok=True)
+        self.splits = data_lib.search_splits(
+            config.dataset,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            data_dir=config.data_dir,
+            heldout_size=config.heldout_size,
+        )
+        spec = self.splits.spec
+        keras.utils.set_random_seed(config.seed)
+        with self.strategy.scope():
+            self.model = Supernet(
+                spec.num_classes,
+                tuple(spec.image_shape),
+                init_channels=config.init_channels,
+                num_layers=config.layers,
+                reduction_cells=config.reduction_cells,
+                partial_channels=config.partial_channels,
+                binarization=config.binarization,
+                binary_activations=config.binary_activations,
+                theta=config.theta,
+                seed=config.seed,
+            )
+            self.weight_vars = self.model.weight_variables
+            self.amp_vars = amplitude.amplitude_variables(self.model)
+            self.arch_vars = self.model.arch_variables
+            self.w_opt = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, name="w_opt")
+            self.a_opt = keras.optimizers.Adam(
+                config.arch_learning_rate, beta_1=config.arch_beta1, beta_2=config.arch_beta2, name="a_opt"
+            )
+            amp_lr = config.amplitude_learning_rate or config.learning_rate
+            self.amp_opt = keras.optimizers.SGD(amp_lr, name="amp_opt")
+            self.w_opt.build(self.weight_vars)
+            self.a_opt.build(self.arch_vars)
+            if self.amp_vars:
+                self.amp_opt.build(self.amp_vars)
+            self.unit = tf.Variable(0, dtype=tf.int64, trainable=False, name="unit")
+        self._amp_lr_tied = config.amplitude_learning_rate is None
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, w_opt=self.w_opt, a_opt=self.a_opt, amp_opt=self.amp_opt, unit=self.unit
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2
+        )
+        self._fns = {}
+        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "search"))
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="sum"
+        )
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def restore(self):
+        """Restores the latest checkpoint if any; returns the finished unit count."""
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return 0
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as err:
+            raise StateError(
+                f"Cannot restore the search checkpoint {latest}: {str(err).splitlines()[0]}. "
+                "It is corrupt or from a different configuration: delete "
+                f"{os.path.dirname(latest)} to restart the search, or use another --model_dir."
+            ) from None
+        logging.info("Restored the search checkpoint %s (unit %d).", latest, int(self.unit.numpy()))
+        return int(self.unit.numpy())
+
+    def save(self, pending=None):
+        """Checkpoints after a unit; `pending` (the unit's result) is written first."""
+        if pending is not None:
+            _write_json_atomic(os.path.join(self.model_dir, "pending_unit.json"), pending)
+        if self.is_chief:
+            self.manager.save(checkpoint_number=int(self.unit.numpy()))
+
+    def pending(self):
+        """The result of the last checkpointed unit, if it is the current one."""
+        path = os.path.join(self.model_dir, "pending_unit.json")
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as f:
+                result = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return result if result.get("unit") == int(self.unit.numpy()) else None
+
+    @property
+    def is_chief(self):
+        """Whether this task writes checkpoints and outputs."""
+        return distribute.is_chief(self.strategy)
+
+    # ---- traced steps -----------------------------------------------------------------------
+    def _apply_weights(self, loss_scale_batch, tape, loss):
+        cfg = self.config
+        variables = self.weight_vars + self.amp_vars
+        grads = tape.gradient(loss, variables)
+        w_grads = grads[: len(self.weight_vars)]
+        a_grads = grads[len(self.weight_vars) :]
+        w_grads = [
+            tf.zeros_like(v) if g is None else g + cfg.weight_decay * v for g, v in zip(w_grads, self.weight_vars)
+        ]
+        w_grads, _ = tf.clip_by_global_norm(w_grads, cfg.grad_clip)
+        self.w_opt.apply(w_grads, self.weight_vars)
+        if self.amp_vars:
+            a_grads = [tf.zeros_like(v) if g is None else g for g, v in zip(a_grads, self.amp_vars)]
+            self.amp_opt.apply(a_grads, self.amp_vars)
+
+    def _loss(self, logits, labels, global_batch):
+        loss = self.loss_fn(labels, logits) / global_batch
+        if self.model.losses:
+            # Amplitude loss (Eq. 2), once per replica step.
+            loss += tf.add_n(self.model.losses) / self.strategy.num_replicas_in_sync
+        return loss
+
+    def _weight_step(self, x, y, choice, global_batch):
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True, choice=choice)
+            loss = self._loss(logits, y, global_batch)
+        self._apply_weights(global_batch, tape, loss)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
+        return loss, correct
+
+    def _arch_step(self, x, y, global_batch):
+        cfg = self.config
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            loss = self.loss_fn(y, logits) / global_batch
+        grads = tape.gradient(loss, self.arch_vars)
+        grads = [g + cfg.arch_weight_decay * v for g, v in zip(grads, self.arch_vars)]
+        self.a_opt.apply(grads, self.arch_vars)
+        return loss
+
+    def _distributed(self, key, replica_fn):
+        """A tf.function running `replica_fn` on every replica, cached under `key`."""
+        if key not in self._fns:
+
+            @tf.function
+            def fn(*args):
+                results = self.strategy.run(replica_fn, args=args)
+                return tf.nest.map_structure(
+                    lambda r: self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None), results
+                )
+
+            self._fns[key] = fn
+        return self._fns[key]
+
+    def search_step_fn(self, update_arch):
+        """One weight step (and, with update_arch, first one architecture step)."""
+        gb = self.config.batch_size
+
+        def replica(xw, yw, xa, ya):
+            arch_loss = self._arch_step(xa, ya, gb) if update_arch else tf.constant(0.0)
+            loss, correct = self._weight_step(xw, yw, None, gb)
+            return loss, correct, arch_loss
+
+        return self._distributed(("search", update_arch), replica)
+
+    def trial_step_fn(self):
+        """One weight step of a sampled single-path architecture."""
+        gb = self.config.trial_batch_size
+
+        def replica(x, y, choice):
+            loss, correct = self._weight_step(x, y, choice, gb)
+            return loss, correct, tf.constant(0.0)
+
+        return self._distributed(("trial",), replica)
+
+    def eval_fn(self, single_path):
+        def replica(x, y, choice=None):
+            logits = self.model(x, training=False, choice=choice)
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
+            return correct, tf.cast(tf.shape(y)[0], tf.float32)
+
+        key = ("eval", single_path)
+        return self._distributed(key, replica)
+
+    # ---- epochs --------------------------------------------------------------------------
+    def _set_learning_rate(self):
+        cfg = self.config
+        lr = cosine_learning_rate(int(self.unit.numpy()), self.total_units, cfg.learning_rate, cfg.learning_rate_min)
+        self.w_opt.learning_rate.assign(lr)
+        if self._amp_lr_tied:
+            self.amp_opt.learning_rate.assign(lr)
+        return lr
+
+    def _steps(self, steps):
+        cap = self.config.steps_per_epoch
+        return steps if cap is None else min(steps, cap)
+
+    def _run(self, dataset, steps, step, label, batch_size, extra_args=()):
+        progbar = keras.utils.Progbar(steps, stateful_metrics=["loss", "acc"], verbose=1 if _interactive() else 2)
+        total_loss = total_correct = seen = 0.0
+        dist = self.strategy.experimental_distribute_dataset(dataset)
+        for i, batch in enumerate(dist):
+            if i >= steps:
+                break
+            loss, correct, _ = step(*batch, *extra_args)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"The loss became {loss} in {label}, step {i + 1}. The last good checkpoint in "
+                    f"{self.manager.directory} is kept; lower --learning_rate (or --arch_learning_rate) "
+                    "and run the same command again to resume."
+                )
+            total_loss += loss
+            total_correct += float(correct)
+            seen += 1
+            progbar.update(i + 1, [("loss", total_loss / seen), ("acc", total_correct / (seen * batch_size))])
+        return total_loss / max(seen, 1), total_correct / max(seen * batch_size, 1)
+
+    def search_epoch(self, update_arch, label):
+        """One PC-DARTS epoch (unit): weights on one half, alpha/beta on the other."""
+        unit = int(self.unit.numpy())
+        lr = self._set_learning_rate()
+        splits = self.splits
+        steps = self._steps(min(splits.weights_steps, splits.arch_steps))
+        ds = tf.data.Dataset.zip((splits.weights_epoch(unit), splits.arch_epoch(unit))).map(
+            lambda w, a: (w[0], w[1], a[0], a[1])
+        )
+        start = time.time()
+        loss, acc = self._run(ds, steps, self.search_step_fn(update_arch), label, self.config.batch_size)
+        self.unit.assign_add(1)
+        self._summaries({"search/loss": loss, "search/train_acc": acc, "search/lr": lr}, time.time() - start)
+        return {"loss": loss, "train_accuracy": acc, "lr": lr}
+
+    def trial_epoch(self, ops_by_type, label):
+        """Trains one sampled architecture for an epoch; returns held-out accuracy."""
+        unit = int(self.unit.numpy())
+        lr = self._set_learning_rate()
+        choice = tf.constant(self.model.choice_tensor(ops_by_type))
+        splits = self.splits.with_batch_size(self.config.trial_batch_size)
+        steps = self._steps(splits.weights_steps)
+        start = time.time()
+        loss, acc = self._run(
+            splits.weights_epoch(unit), steps, self.trial_step_fn(), label, self.config.trial_batch_size, (choice,)
+        )
+        val = self.evaluate(choice)
+        self.unit.assign_add(1)
+        self._summaries({"trial/loss": loss, "trial/train_acc": acc, "trial/val_acc": val, "trial/lr": lr},
+                        time.time() - start)
+        return {"loss": loss, "train_accuracy": acc, "val_accuracy": val, "lr": lr}
+
+    def evaluate(self, choice=None):
+        """Accuracy on the held-out subset (single path when `choice` is given)."""
+        fn = self.eval_fn(choice is not None)
+        correct = total = 0.0
+        dist = self.strategy.experimental_distribute_dataset(self.splits.heldout)
+        for batch in dist:
+            args = batch if choice is None else (*batch, choice)
+            c, n = fn(*args)
+            correct += float(c)
+            total += float(n)
+        return correct / max(total, 1.0)
+
+    def _summaries(self, scalars, seconds):
+        if not self.is_chief:
+            return
+        step = int(self.unit.numpy())
+        with self.writer.as_default():
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value, step=step)
+            tf.summary.scalar("time/unit_seconds", seconds, step=step)
+        self.writer.flush()
+
+    def genotype(self):
+        return self.model.genotype()
+
+
+def _interactive():
+    try:
+        return os.isatty(1)
+    except Exception:  # noqa: BLE001 - any failure means not a terminal
+        return False
+
+
+def pcdarts_units(config):
+    return config.epochs
+
+
+def run_pcdarts(config, model_dir, strategy=None):
+    """Plain PC-DARTS search (the baseline); writes genotype.json. Resumable per epoch."""
+    searcher = Searcher(config, model_dir, strategy, total_units=pcdarts_units(config))
+    start_unit = searcher.restore()
+    begin = time.time()
+    for epoch in range(start_unit, config.epochs):
+        update_arch = epoch >= config.arch_freeze_epochs
+        logging.info("PC-DARTS epoch %d/%d (lr %.5f, %s)", epoch + 1, config.epochs,
+                     cosine_learning_rate(epoch, config.epochs, config.learning_rate, config.learning_rate_min),
+                     "alpha/beta updated" if update_arch else "alpha/beta frozen")
+        result = searcher.search_epoch(update_arch, f"pcdarts epoch {epoch + 1}")
+        result["val_accuracy"] = searcher.evaluate()
+        logging.info("epoch %d: loss %.4f train acc %.4f held-out acc %.4f", epoch + 1, result["loss"],
+                     result["train_accuracy"], result["val_accuracy"])
+        logging.info("genotype: %s", searcher.genotype())
+        searcher.save()
+    genotype = searcher.genotype()
+    return searcher, genotype, time.time() - begin
+

@@ -1,0 +1,389 @@
+"""The search supernet: DARTS cells whose edges mix every operation.
+
+Each edge (i, j) of a cell applies PC-DARTS's partially connected mixed
+operation (Eq. 6 of the BNAS paper):
+
+    f_ij(x) = shuffle( concat( sum_k softmax(alpha_ij)_k * o_k(x[:C/c]),  bypass(x[C/c:]) ) )
+
+where only 1/c of the channels (`partial_channels` = c) enter the
+operations, the others bypass them (max-pooled by 2 on reduction edges) and a
+channel shuffle follows. A node sums its incoming edges weighted by the edge
+normalisation softmax(beta) over those edges (PC-DARTS).
+
+The supernet runs in two modes that share every weight:
+
+- **mixed**: the operations still alive on each edge (`set_alive`, kept in the
+  non-trainable `alive_mask` variable, so checkpointed) are mixed with
+  softmax(alpha) over the alive ones. Each operation sits in a `tf.cond` on
+  its mask bit: abandoned operations cost no compute, and one traced graph
+  serves every round.
+- **single path**: `call(x, choice=...)` with `choice` an int tensor
+  [2, 14] giving one operation index per edge for each cell type. Every edge
+  runs through `tf.switch_case`, so only the chosen operation executes and
+  one traced graph serves every sampled architecture.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from bnas_tf import genotypes as gt
+from bnas_tf import layers
+from bnas_tf.errors import ConfigError
+from bnas_tf.ops import make_op
+
+
+def channel_shuffle(x, groups):
+    """PC-DARTS's channel shuffle, NHWC: (.., g, C/g) -> (.., C/g, g) -> (.., C)."""
+    if groups == 1:
+        return x
+    shape = ops.shape(x)
+    channels = x.shape[-1]
+    x = ops.reshape(x, (shape[0], shape[1], shape[2], groups, channels // groups))
+    x = ops.transpose(x, (0, 1, 2, 4, 3))
+    return ops.reshape(x, (shape[0], shape[1], shape[2], channels))
+
+
+class MixedEdge(keras.layers.Layer):
+    """One edge: every operation on 1/c of the channels, plus the bypass (Eq. 6)."""
+
+    def __init__(self, channels, strides, partial_channels, primitives, op_options, **kwargs):
+        super().__init__(**kwargs)
+        if channels % partial_channels:
+            raise ConfigError(
+                f"Invalid `partial_channels`: it must divide the cell width {channels}. "
+                f"Received: partial_channels={partial_channels!r}"
+            )
+        self.channels = channels
+        self.strides = strides
+        self.partial_channels = partial_channels
+        self.sub_channels = channels // partial_channels
+        self.primitives = tuple(primitives)
+        self.candidates = [
+            make_op(name, self.sub_channels, strides, affine=False, pool_bn=True, layer_name=name, **op_options)
+            for name in self.primitives
+        ]
+        self.bypass_pool = (
+            keras.layers.MaxPooling2D(2, 2, name="bypass_pool") if strides > 1 and partial_channels > 1 else None
+        )
+
+    def build(self, *args, **kwargs):
+        # Sublayers build on the first (eager) call; Keras's default would
+        # instead run `call` symbolically, tracing every branch once more.
+        pass
+
+    def _split(self, x):
+        return x[..., : self.sub_channels], x[..., self.sub_channels :]
+
+    def _merge(self, mixed, rest):
+        if self.partial_channels == 1:
+            return mixed
+        if self.bypass_pool is not None:
+            rest = self.bypass_pool(rest)
+        return channel_shuffle(ops.concatenate([mixed, rest], axis=-1), self.partial_channels)
+
+    def _zeros(self, x):
+        if self.strides > 1:
+            x = x[:, :: self.strides, :: self.strides, :]
+        return ops.zeros_like(x)
+
+    def _apply(self, index, x, training):
+        if self.primitives[index] == "none":
+            return self._zeros(x)
+        return self.candidates[index](x, training=training)
+
+    def call_mixed(self, x, weights, alive, training=None):
+        """sum_k w_k o_k(x) over the alive operations.
+
+        `weights` [K] are softmax(alpha) over the alive ones, `alive` [K] the
+        0/1 mask. An abandoned operation sits in a `tf.cond` branch that is
+        never taken: it costs no compute, and the same graph serves every round.
+        """
+        part, rest = self._split(x)
+        zeros = self._zeros(part)
+        mixed = None
+        for index, name in enumerate(self.primitives):
+            if name == "none":
+                continue  # o(x) = 0 adds nothing: never computed.
+            term = tf.cond(
+                alive[index] > 0,
+                lambda i=index: weights[i] * self._apply(i, part, training),
+                lambda: zeros,
+            )
+            mixed = term if mixed is None else mixed + term
+        return self._merge(zeros if mixed is None else mixed, rest)
+
+    def call_single(self, x, choice, training=None):
+        """o_choice(x): only the chosen operation runs (tf.switch_case)."""
+        part, rest = self._split(x)
+        branches = [lambda i=i: self._apply(i, part, training) for i in range(len(self.primitives))]
+        out = tf.switch_case(choice, branches)
+        return self._merge(out, rest)
+
+
+class SearchCell(keras.layers.Layer):
+    """A cell of the supernet: 2 inputs, 4 intermediate nodes, 14 mixed edges."""
+
+    def __init__(self, channels, reduction, reduction_prev, partial_channels, primitives, op_options, **kwargs):
+        super().__init__(**kwargs)
+        self.reduction = reduction
+        conv_options = {k: v for k, v in op_options.items() if k in ("binarization", "binary_activations", "theta")}
+        if reduction_prev:
+            self.preprocess0 = layers.FactorizedReduce(channels, affine=False, name="pre0", **conv_options)
+        else:
+            self.preprocess0 = layers.ReLUConvBN(channels, 1, 1, affine=False, name="pre0", **conv_options)
+        self.preprocess1 = layers.ReLUConvBN(channels, 1, 1, affine=False, name="pre1", **conv_options)
+        self.edges = [
+            MixedEdge(
+                channels,
+                2 if reduction and src < 2 else 1,
+                partial_channels,
+                primitives,
+                op_options,
+                name=f"edge_{src}_{dst}",
+            )
+            for src, dst in gt.EDGES
+        ]
+
+    def build(self, *args, **kwargs):
+        # Sublayers build on the first (eager) call; Keras's default would
+        # instead run `call` symbolically, tracing every branch once more.
+        pass
+
+    def call(self, s0, s1, edge_weights, op_weights=None, alive=None, choice=None, training=None):
+        states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        offset = 0
+        for node in range(gt.STEPS):
+            total = None
+            for src in range(node + 2):
+                e = offset + src
+                edge = self.edges[e]
+                if choice is not None:
+                    out = edge.call_single(states[src], choice[e], training)
+                else:
+                    out = edge.call_mixed(states[src], op_weights[e], alive[e], training)
+                term = edge_weights[e] * out
+                total = term if total is None else total + term
+            offset += node + 2
+            states.append(total)
+        return ops.concatenate(states[2:], axis=-1)
+
+
+def default_reduction_cells(num_layers):
+    """DARTS's rule: reduction cells at layers // 3 and 2 * layers // 3."""
+    return (num_layers // 3, 2 * num_layers // 3)
+
+
+class Supernet(keras.Model):
+    """The DARTS search network over every operation, with alpha and beta.
+
+    Args:
+      num_classes: classifier outputs.
+      input_shape: (H, W, 3).
+      init_channels: C of the first cells (16 in the paper).
+      num_layers: cells (6 in the BNAS paper, 8 in DARTS/PC-DARTS).
+      reduction_cells: positions (0-based) of the reduction cells; None uses
+        DARTS's rule. The BNAS paper puts them second and fourth of 6: (1, 3).
+      partial_channels: c of PC-DARTS: 1/c of the channels enter the
+        operations (2 in the BNAS paper for CIFAR-10, 4 in PC-DARTS's code).
+      binarization, binary_activations, theta: options of every convolution
+        inside the cells (`bnas_tf.layers`); the stem and classifier stay full
+        precision.
+      stem_multiplier: the stem has stem_multiplier * C channels (3).
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        input_shape=(32, 32, 3),
+        *,
+        init_channels=16,
+        num_layers=6,
+        reduction_cells=(1, 3),
+        partial_channels=2,
+        binarization="pcnn",
+        binary_activations=False,
+        theta=layers.DEFAULT_THETA,
+        stem_multiplier=3,
+        primitives=gt.PRIMITIVES,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.image_shape = tuple(input_shape)
+        self.primitives = tuple(primitives)
+        reduction_cells = default_reduction_cells(num_layers) if reduction_cells is None else tuple(reduction_cells)
+        if any(not 0 <= r < num_layers for r in reduction_cells):
+            raise ConfigError(
+                f"Invalid `reduction_cells`: positions must lie in [0, {num_layers}). "
+                f"Received: reduction_cells={reduction_cells!r}"
+            )
+        self.reduction_cells = reduction_cells
+        self.config_summary = dict(
+            init_channels=init_channels,
+            num_layers=num_layers,
+            reduction_cells=list(reduction_cells),
+            partial_channels=partial_channels,
+            binarization=binarization,
+            binary_activations=binary_activations,
+        )
+        op_options = dict(binarization=binarization, binary_activations=binary_activations, theta=theta)
+        c_curr = stem_multiplier * init_channels
+        self.stem_conv = keras.layers.Conv2D(c_curr, 3, padding="same", use_bias=False, name="stem_conv")
+        self.stem_bn = layers.batch_norm(True, name="stem_bn")
+        c_pp, c_p, c_curr = c_curr, c_curr, init_channels
+        self.cells = []
+        reduction_prev = False
+        for i in range(num_layers):
+            reduction = i in reduction_cells
+            if reduction:
+                c_curr *= 2
+            cell = SearchCell(c_curr, reduction, reduction_prev, partial_channels, self.primitives, op_options,
+                              name=f"cell_{i}")
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, gt.STEPS * c_curr
+        self.pool = keras.layers.GlobalAveragePooling2D(name="gap")
+        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        k = len(self.primitives)
+        init = keras.initializers.RandomNormal(stddev=1e-3, seed=seed)
+        self.alpha_normal = self.add_weight(shape=(gt.NUM_EDGES, k), initializer=init, name="alpha_normal")
+        self.alpha_reduce = self.add_weight(shape=(gt.NUM_EDGES, k), initializer=init, name="alpha_reduce")
+        self.beta_normal = self.add_weight(shape=(gt.NUM_EDGES,), initializer=init, name="beta_normal")
+        self.beta_reduce = self.add_weight(shape=(gt.NUM_EDGES,), initializer=init, name="beta_reduce")
+        # 1 where an operation is still in the search space; [cell type, edge, op].
+        self.alive_mask = self.add_weight(
+            shape=(len(gt.CELL_TYPES), gt.NUM_EDGES, k), initializer="ones", trainable=False, name="alive_mask"
+        )
+        # Build every operation now (eagerly), so that traced graphs never create variables.
+        self(ops.zeros((2,) + self.image_shape), training=False)
+
+    def build(self, *args, **kwargs):
+        # Sublayers build on the first (eager) call; Keras's default would
+        # instead run `call` symbolically, tracing every branch once more.
+        pass
+
+    # ---- search space state -------------------------------------------------------------
+    def set_alive(self, alive):
+        """Sets the operations left per edge: {"normal": [[op names] x 14], "reduce": ...}."""
+        index = {name: i for i, name in enumerate(self.primitives)}
+        mask = np.zeros(self.alive_mask.shape, dtype=np.float32)
+        for c, cell_type in enumerate(gt.CELL_TYPES):
+            edges = alive[cell_type]
+            if len(edges) != gt.NUM_EDGES:
+                raise ConfigError(f"Expected {gt.NUM_EDGES} edges for the {cell_type} cell, got {len(edges)}.")
+            for e, names in enumerate(edges):
+                if not names:
+                    raise ConfigError(f"Every edge needs an operation; edge {e} of the {cell_type} cell has none.")
+                mask[c, e, [index[name] for name in names]] = 1.0
+        self.alive_mask.assign(mask)
+
+    @property
+    def alive(self):
+        """{"normal": ((op indices alive on edge 0), ...), "reduce": ...} (from the mask)."""
+        mask = ops.convert_to_numpy(self.alive_mask)
+        return {
+            t: tuple(tuple(int(i) for i in np.flatnonzero(mask[c, e])) for e in range(gt.NUM_EDGES))
+            for c, t in enumerate(gt.CELL_TYPES)
+        }
+
+    def choice_tensor(self, ops_by_type):
+        """[2, 14] int32 indices from {"normal": [op name x 14], "reduce": [...]}."""
+        index = {name: i for i, name in enumerate(self.primitives)}
+        return np.array([[index[name] for name in ops_by_type[t]] for t in gt.CELL_TYPES], dtype=np.int32)
+
+    # ---- architecture parameters ------------------------------------------------------------
+    @property
+    def arch_variables(self):
+        return [self.alpha_normal, self.alpha_reduce, self.beta_normal, self.beta_reduce]
+
+    @property
+    def weight_variables(self):
+        """Trainable weights updated by SGD (everything but alpha, beta and PCNN amplitudes)."""
+        arch = {id(v) for v in self.arch_variables}
+        from bnas_tf import amplitude
+
+        skip = arch | {id(v) for v in amplitude.amplitude_variables(self)}
+        return [v for v in self.trainable_weights if id(v) not in skip]
+
+    def _alpha(self, cell_type):
+        return self.alpha_normal if cell_type == "normal" else self.alpha_reduce
+
+    def _beta(self, cell_type):
+        return self.beta_normal if cell_type == "normal" else self.beta_reduce
+
+    def _mask(self, cell_type):
+        return self.alive_mask[gt.CELL_TYPES.index(cell_type)]
+
+    def op_weights(self, cell_type):
+        """softmax(alpha) over the alive operations of each edge, [14, K] (0 where abandoned)."""
+        alpha = self._alpha(cell_type)
+        masked = ops.where(self._mask(cell_type) > 0, alpha, ops.full_like(alpha, -1e9))
+        return ops.softmax(masked, axis=-1)
+
+    def edge_weights(self, cell_type):
+        """Edge normalisation: softmax(beta) over the incoming edges of each node, [14]."""
+        beta = self._beta(cell_type)
+        parts, offset = [], 0
+        for node in range(gt.STEPS):
+            n = node + 2
+            parts.append(ops.softmax(beta[offset : offset + n]))
+            offset += n
+        return ops.concatenate(parts, axis=0)
+
+    # ---- forward ------------------------------------------------------------------------------
+    def call(self, inputs, training=None, choice=None):
+        x = self.stem_bn(self.stem_conv(inputs), training=training)
+        s0 = s1 = x
+        mixed = {}
+        if choice is None:
+            mixed = {t: self.op_weights(t) for t in gt.CELL_TYPES}
+        edge_w = {t: self.edge_weights(t) for t in gt.CELL_TYPES}
+        if choice is not None:
+            edge_w = {t: ops.stop_gradient(w) for t, w in edge_w.items()}
+        for cell in self.cells:
+            t = "reduce" if cell.reduction else "normal"
+            row = None if choice is None else choice[1 if cell.reduction else 0]
+            out = cell(
+                s0,
+                s1,
+                edge_w[t],
+                op_weights=mixed.get(t),
+                alive=None if choice is not None else self._mask(t),
+                choice=row,
+                training=training,
+            )
+            s0, s1 = s1, out
+        return self.classifier(self.pool(s1))
+
+    # ---- derivation --------------------------------------------------------------------------------
+    def alphas(self):
+        """{"normal": [14, K], "reduce": [14, K]} NumPy alpha, NaN where abandoned."""
+        out = {}
+        for t in gt.CELL_TYPES:
+            a = np.full((gt.NUM_EDGES, len(self.primitives)), np.nan, dtype=np.float64)
+            values = ops.convert_to_numpy(self._alpha(t))
+            for e, alive in enumerate(self.alive[t]):
+                a[e, list(alive)] = values[e, list(alive)]
+            out[t] = a
+        return out
+
+    def derived_weights(self):
+        """softmax(alpha) over alive ops times the edge weight, [14, K] per cell type (NaN: abandoned)."""
+        out = {}
+        for t in gt.CELL_TYPES:
+            w = np.full((gt.NUM_EDGES, len(self.primitives)), np.nan, dtype=np.float64)
+            op_w = ops.convert_to_numpy(self.op_weights(t))
+            edge_w = ops.convert_to_numpy(self.edge_weights(t))
+            for e, alive in enumerate(self.alive[t]):
+                w[e, list(alive)] = op_w[e, list(alive)] * edge_w[e]
+            out[t] = w
+        return out
+
+    def genotype(self):
+        """PC-DARTS's derivation: per node the two strongest incoming edges by the
+        beta-weighted alpha of their strongest non-`none` operation."""
+        w = self.derived_weights()
+        return gt.derive(w["normal"], w["reduce"], primitives=self.primitives)

@@ -1,0 +1,166 @@
+"""`BnasTuner`: Algorithm 1 of the BNAS paper on Keras-Tuner machinery.
+
+The `BnasOracle` decides (which operations are sampled, which one dies); the
+tuner trains. One supernet is shared by every trial:
+
+1. warm-up: L epochs of PC-DARTS, alpha/beta frozen for the first 3
+   (skipped in 1-bit mode);
+2. per round, the Oracle's trials: each trains the sampled single-path
+   architecture for one epoch on the weights half (batch `trial_batch_size`)
+   and reports its accuracy on the held-out subset;
+3. V epochs of PC-DARTS on the reduced space; then the next round, until one
+   operation is left per edge.
+
+Resume: every epoch unit (warm-up or PC-DARTS epoch, trial) ends with a
+checkpoint whose unit counter indexes the learning-rate schedule and the data
+order. A trial's result is written next to the checkpoint before the Oracle is
+told, so a search killed at any point resumes from the last finished unit,
+with no trial lost and none counted twice.
+"""
+
+import json
+import math
+import os
+import time
+
+import keras_tuner
+import numpy as np
+from absl import logging
+
+from bnas_tf import genotypes as gt
+from bnas_tf.search import outputs
+from bnas_tf.search.oracle import BnasOracle
+from bnas_tf.search.pcdarts import Searcher, _write_json_atomic
+
+
+def total_units(config):
+    """Epoch units of the whole search: L + sum_K T*|O_smaller(K)| + V*(K0 - 1)."""
+    units = 0 if config.one_bit else config.warmup_epochs
+    for k in range(config.k, 1, -1):
+        units += config.t * (k if config.one_bit else math.ceil(k / 2)) + config.v
+    return units
+
+
+class BnasTuner(keras_tuner.Tuner):
+    """Runs the BNAS search; `oracle` is a `BnasOracle`, `searcher` a `Searcher`."""
+
+    def __init__(self, oracle, searcher, **kwargs):
+        self.searcher = searcher
+        super().__init__(oracle=oracle, hypermodel=None, overwrite=False, **kwargs)
+        self._unit_seconds = []
+
+    # A failed trial is a bug or a diverged loss: let it surface, never skip it.
+    def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
+        self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
+        trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+
+    def run_trial(self, trial, *args, **kwargs):
+        searcher = self.searcher
+        pending = searcher.pending()
+        if pending and pending.get("kind") == "trial" and pending.get("trial_id") == trial.trial_id:
+            logging.info("Trial %s finished before the interruption; its result is reused.", trial.trial_id)
+            return {"val_accuracy": pending["val_accuracy"]}
+        values = trial.hyperparameters.values
+        ops_by_type = {t: [values[f"{t}_{e:02d}"] for e in range(gt.NUM_EDGES)] for t in gt.CELL_TYPES}
+        phase = self.oracle.next_phase()
+        label = f"round {phase['round']} trial {phase['trial'] + 1}/{phase['num_trials']}"
+        self._log_progress(label)
+        start = time.time()
+        result = searcher.trial_epoch(ops_by_type, label)
+        self._unit_seconds.append(time.time() - start)
+        searcher.save(
+            pending={
+                "unit": int(searcher.unit.numpy()),
+                "kind": "trial",
+                "trial_id": trial.trial_id,
+                "val_accuracy": result["val_accuracy"],
+            }
+        )
+        logging.info("%s: held-out accuracy %.4f", label, result["val_accuracy"])
+        return {"val_accuracy": result["val_accuracy"]}
+
+    def _log_progress(self, label):
+        unit = int(self.searcher.unit.numpy())
+        total = self.searcher.total_units
+        eta = ""
+        if self._unit_seconds:
+            eta = f", ETA {outputs.format_seconds(np.mean(self._unit_seconds[-10:]) * (total - unit))}"
+        logging.info("BNAS %s (unit %d/%d%s)", label, unit + 1, total, eta)
+
+    def _phase_start(self, key):
+        path = os.path.join(self.searcher.model_dir, "phase.json")
+        state = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                state = json.load(f)
+        if state.get("key") != key:
+            state = {"key": key, "start_unit": int(self.searcher.unit.numpy())}
+            _write_json_atomic(path, state)
+        return state["start_unit"]
+
+    def _run_phase(self, phase):
+        """L warm-up epochs or V PC-DARTS epochs, resumable per epoch."""
+        oracle, searcher, cfg = self.oracle, self.searcher, self.searcher.config
+        key = f"{phase['phase']}-{oracle.round}"
+        start = self._phase_start(key)
+        for epoch in range(int(searcher.unit.numpy()) - start, phase["epochs"]):
+            update_arch = phase["phase"] != "warmup" or epoch >= cfg.warmup_freeze_epochs
+            label = f"{phase['phase']} epoch {epoch + 1}/{phase['epochs']} (K={oracle.k})"
+            self._log_progress(label)
+            t0 = time.time()
+            result = searcher.search_epoch(update_arch, label)
+            self._unit_seconds.append(time.time() - t0)
+            searcher.save()
+            logging.info("%s: loss %.4f, train accuracy %.4f", label, result["loss"], result["train_accuracy"])
+        oracle.finish_phase(searcher.model.alphas() if not cfg.one_bit else None)
+        self.save()
+        searcher.model.set_alive(oracle.active_ops())
+
+    def run(self):
+        """Runs (or resumes) the whole search; returns the genotype."""
+        self.searcher.restore()
+        self.searcher.model.set_alive(self.oracle.active_ops())
+        while True:
+            phase = self.oracle.next_phase()
+            if phase["phase"] == "done":
+                break
+            if phase["phase"] == "trials":
+                self.search(verbose=0)  # the Oracle stops it at the end of the round
+                self.searcher.model.set_alive(self.oracle.active_ops())
+            else:
+                self._run_phase(phase)
+        return self.genotype()
+
+    def genotype(self):
+        """Per node, the two strongest edges by edge weight (softmax beta); an edge
+        whose survivor is `none` uses its runner-up and ranks below the others."""
+        final = self.oracle.final_ops()
+        model = self.searcher.model
+        weights = {}
+        for t in gt.CELL_TYPES:
+            edge_w = np.asarray(model.edge_weights(t))
+            w = np.full((gt.NUM_EDGES, len(model.primitives)), np.nan)
+            for e, (op, runner_up) in enumerate(final[t]):
+                name = runner_up if op == "none" else op
+                w[e, model.primitives.index(name)] = edge_w[e] * (1e-6 if op == "none" else 1.0)
+            weights[t] = w
+        return gt.derive(weights["normal"], weights["reduce"], primitives=model.primitives)
+
+
+def run_bnas(config, model_dir, strategy=None):
+    """Runs or resumes the BNAS search in `model_dir`; returns (searcher, genotype, seconds)."""
+    searcher = Searcher(config, model_dir, strategy, total_units=total_units(config))
+    oracle = BnasOracle(
+        k=config.k,
+        t=config.t,
+        v=config.v,
+        warmup_epochs=config.warmup_epochs,
+        one_bit=config.one_bit,
+        delta=config.delta,
+        seed=config.seed,
+        history_path=os.path.join(model_dir, "search_history.jsonl"),
+    )
+    tuner = BnasTuner(oracle, searcher, directory=model_dir, project_name="tuner")
+    begin = time.time()
+    genotype = tuner.run()
+    return searcher, genotype, time.time() - begin
