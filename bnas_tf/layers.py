@@ -52,6 +52,15 @@ def _check_bool(name, value):
     return bool(value)
 
 
+def pcnn_convs(layer):
+    """The PCNN-binarized convolutions inside `layer` (itself included)."""
+    return [
+        sub
+        for sub in layer._flatten_layers(include_self=True)
+        if isinstance(sub, _BinarizedKernelMixin) and sub.binarization == "pcnn"
+    ]
+
+
 class _BinarizedKernelMixin:
     """The binarization of a Keras convolution's kernel and input.
 
@@ -70,6 +79,9 @@ class _BinarizedKernelMixin:
         if input_quantizer is None and self.binary_activations:
             input_quantizer = "ste_sign"
         self.input_quantizer = quantizers.get(input_quantizer)
+        # Containers that add the amplitude loss themselves (the supernet,
+        # whose operations run inside tf.cond branches) switch this off.
+        self.adds_amplitude_loss = True
 
     def _build_amplitude(self):
         if self.binarization != "pcnn":
@@ -104,7 +116,7 @@ class _BinarizedKernelMixin:
         return amp.pcnn_amplitude_loss(self.kernel, self.amplitude, self.theta)
 
     def _binarized_inputs_and_kernel(self, inputs, kernel):
-        if self.binarization == "pcnn" and self.theta > 0:
+        if self.binarization == "pcnn" and self.theta > 0 and self.adds_amplitude_loss:
             self.add_loss(amp.pcnn_amplitude_loss(kernel, self.amplitude, self.theta))
         if self.input_quantizer is not None:
             inputs = self.input_quantizer(inputs)

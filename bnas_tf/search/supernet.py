@@ -258,7 +258,13 @@ class Supernet(keras.Model):
             shape=(len(gt.CELL_TYPES), gt.NUM_EDGES, k), initializer="ones", trainable=False, name="alive_mask"
         )
         # Build every operation now (eagerly), so that traced graphs never create variables.
+        self._pcnn = False
         self(ops.zeros((2,) + self.image_shape), training=False)
+        # Operations run inside tf.cond / tf.switch_case branches, where a layer
+        # cannot add a loss; the supernet adds one amplitude loss for all of them.
+        for conv in layers.pcnn_convs(self):
+            conv.adds_amplitude_loss = False
+        self._pcnn = bool(layers.pcnn_convs(self)) and theta > 0
 
     def build(self, *args, **kwargs):
         # Sublayers build on the first (eager) call; Keras's default would
@@ -356,7 +362,29 @@ class Supernet(keras.Model):
                 training=training,
             )
             s0, s1 = s1, out
+        if self._pcnn:
+            self.add_loss(self.amplitude_loss(choice))
         return self.classifier(self.pool(s1))
+
+    def amplitude_loss(self, choice=None):
+        """Eq. 2 over the convolutions in use: cell preprocessing, plus each edge's
+        alive operations (mixed) or its chosen operation (single path)."""
+        total = 0.0
+        for cell in self.cells:
+            for pre in (cell.preprocess0, cell.preprocess1):
+                for conv in layers.pcnn_convs(pre):
+                    total += conv.amplitude_loss()
+            t = "reduce" if cell.reduction else "normal"
+            if choice is None:
+                use = self._mask(t)
+            else:
+                use = ops.one_hot(choice[1 if cell.reduction else 0], len(self.primitives))
+            for e, edge in enumerate(cell.edges):
+                for k, candidate in enumerate(edge.candidates):
+                    convs = layers.pcnn_convs(candidate)
+                    if convs:
+                        total += use[e, k] * ops.sum(ops.stack([c.amplitude_loss() for c in convs]))
+        return total
 
     # ---- derivation --------------------------------------------------------------------------------
     def alphas(self):

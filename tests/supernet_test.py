@@ -1,0 +1,165 @@
+"""Supernet: shapes, masks, single path, derivation, and the cost of abandoned ops."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnas_tf import genotypes as gt
+from bnas_tf.errors import ConfigError
+from bnas_tf.search import supernet as sn
+
+
+def _net(**kwargs):
+    options = dict(init_channels=4, num_layers=3, reduction_cells=(1,), partial_channels=2, binarization="none")
+    options.update(kwargs)
+    return sn.Supernet(10, (16, 16, 3), **options)
+
+
+@pytest.fixture(scope="module")
+def net():
+    return _net()
+
+
+def _x(n=4):
+    return np.random.RandomState(0).randn(n, 16, 16, 3).astype("float32")
+
+
+@pytest.mark.parametrize("binarization", ["none", "xnor", "pcnn"])
+@pytest.mark.parametrize("binary_activations", [False, True])
+def test_cell_shapes_every_binarization(binarization, binary_activations):
+    model = _net(num_layers=2, reduction_cells=(1,), binarization=binarization,
+                 binary_activations=binary_activations)
+    x = tf.constant(_x(2))
+    stem = model.stem_bn(model.stem_conv(x))
+    assert stem.shape == (2, 16, 16, 12)
+    edge_w = model.edge_weights("normal")
+    normal = model.cells[0](stem, stem, edge_w, op_weights=model.op_weights("normal"), alive=model._mask("normal"))
+    assert normal.shape == (2, 16, 16, 4 * 4)  # 4 nodes x C
+    reduce = model.cells[1](stem, normal, model.edge_weights("reduce"), op_weights=model.op_weights("reduce"),
+                            alive=model._mask("reduce"))
+    assert reduce.shape == (2, 8, 8, 4 * 8)  # halved resolution, doubled C
+    assert model(x, training=True).shape == (2, 10)
+    choice = model.choice_tensor({t: ["sep_conv_3x3"] * 14 for t in gt.CELL_TYPES})
+    assert model(x, training=True, choice=choice).shape == (2, 10)
+    if binarization == "pcnn":
+        assert model.losses  # the amplitude loss joins the model's losses
+
+
+def test_channel_shuffle_matches_pcdarts():
+    # PC-DARTS (NCHW): view(b, g, C/g, h, w).transpose(1, 2).flatten -> channel order.
+    x = np.arange(8, dtype="float32").reshape(1, 1, 1, 8)
+    out = sn.channel_shuffle(tf.constant(x), 2).numpy().ravel()
+    np.testing.assert_array_equal(out, [0, 4, 1, 5, 2, 6, 3, 7])
+
+
+def test_op_weights_softmax_over_alive_only(net):
+    alive = {t: [list(gt.PRIMITIVES)] * 14 for t in gt.CELL_TYPES}
+    alive["normal"] = [["sep_conv_3x3", "max_pool_3x3"]] * 14
+    net.set_alive(alive)
+    try:
+        w = net.op_weights("normal").numpy()
+        a = net.alpha_normal.numpy()
+        i, j = gt.PRIMITIVES.index("max_pool_3x3"), gt.PRIMITIVES.index("sep_conv_3x3")
+        expected = np.exp(a[:, [i, j]]) / np.exp(a[:, [i, j]]).sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(w[:, [i, j]], expected, rtol=1e-5)
+        others = [k for k in range(8) if k not in (i, j)]
+        assert np.all(w[:, others] == 0)
+        assert net.alive["normal"][0] == (i, j)
+    finally:
+        net.set_alive({t: [list(gt.PRIMITIVES)] * 14 for t in gt.CELL_TYPES})
+
+
+def test_edge_weights_are_softmax_per_node(net):
+    w = net.edge_weights("reduce").numpy()
+    b = net.beta_reduce.numpy()
+    offset = 0
+    for node in range(4):
+        n = node + 2
+        e = np.exp(b[offset:offset + n])
+        np.testing.assert_allclose(w[offset:offset + n], e / e.sum(), rtol=1e-6)
+        offset += n
+
+
+def _count_executed(model, monkeypatch):
+    """Counts the operations that actually run, with a counter inside each branch."""
+    counter = tf.Variable(0, dtype=tf.int64)
+    original = sn.MixedEdge._apply
+
+    def counting(self, index, x, training):
+        if self.primitives[index] != "none":
+            counter.assign_add(1)
+        return original(self, index, x, training)
+
+    monkeypatch.setattr(sn.MixedEdge, "_apply", counting)
+    return counter
+
+
+def test_abandoned_operations_do_not_run(monkeypatch):
+    model = _net()
+    counter = _count_executed(model, monkeypatch)
+    x = tf.constant(_x(2))
+    step = tf.function(lambda x: model(x, training=True))
+    step(x)
+    edges = 3 * 14
+    assert int(counter.numpy()) == edges * 7  # every op but `none`
+    left = {t: [["sep_conv_3x3", "skip_connect"]] * 14 for t in gt.CELL_TYPES}
+    model.set_alive(left)
+    counter.assign(0)
+    step(x)  # same traced graph, new mask
+    assert int(counter.numpy()) == edges * 2
+    assert step.experimental_get_tracing_count() == 1
+
+
+def test_single_path_runs_one_operation_per_edge(monkeypatch):
+    model = _net()
+    counter = _count_executed(model, monkeypatch)
+    x = tf.constant(_x(2))
+    step = tf.function(lambda x, c: model(x, training=True, choice=c))
+    rng = np.random.RandomState(1)
+    for _ in range(3):
+        names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
+        counter.assign(0)
+        step(x, tf.constant(model.choice_tensor(names)))
+        assert int(counter.numpy()) == 3 * 14
+    assert step.experimental_get_tracing_count() == 1  # one graph for every sampled architecture
+
+
+def test_single_path_equals_supernet_with_one_alive_op():
+    # A supernet whose edges each keep one op computes what the sampled path computes.
+    model = _net(binarization="xnor")
+    rng = np.random.RandomState(2)
+    names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
+    x = tf.constant(_x(2))
+    single = model(x, training=False, choice=tf.constant(model.choice_tensor(names)))
+    model.set_alive({t: [[n] for n in names[t]] for t in gt.CELL_TYPES})
+    mixed = model(x, training=False)
+    np.testing.assert_allclose(single.numpy(), mixed.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_genotype_follows_weights():
+    model = _net()
+    alpha = np.full((14, 8), -5.0, dtype="float32")
+    alpha[:, gt.PRIMITIVES.index("none")] = 10.0  # never chosen
+    alpha[:, gt.PRIMITIVES.index("dil_conv_3x3")] = 1.0
+    model.alpha_normal.assign(alpha)
+    model.alpha_reduce.assign(alpha)
+    beta = np.zeros(14, dtype="float32")
+    beta[[0, 1, 2, 4, 5, 8, 9, 13]] = 3.0  # node 2: 0,1; node 3: 0,2; node 4: 0,3? -> edges 5 (src 0), 8 (src 3)
+    model.beta_normal.assign(beta)
+    model.beta_reduce.assign(beta)
+    g = model.genotype()
+    assert all(op == "dil_conv_3x3" for op, _ in g.normal)
+    assert sorted(src for _, src in g.normal[0:2]) == [0, 1]
+    assert sorted(src for _, src in g.normal[2:4]) == [0, 2]
+    assert sorted(src for _, src in g.normal[4:6]) == [0, 3]
+    assert sorted(src for _, src in g.normal[6:8]) == [0, 4]
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="partial_channels"):
+        _net(init_channels=6, partial_channels=4)
+    with pytest.raises(ConfigError, match="reduction_cells"):
+        _net(reduction_cells=(7,))
+    model = _net(num_layers=1, reduction_cells=())
+    with pytest.raises(ConfigError, match="needs an operation"):
+        model.set_alive({t: [[]] * 14 for t in gt.CELL_TYPES})
