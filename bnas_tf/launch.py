@@ -63,7 +63,7 @@ def define_flags():
                          lower_bound=1)
     flags.DEFINE_integer("k", 8, "Operations per edge at the start (K).", lower_bound=2, upper_bound=8)
     flags.DEFINE_integer("t", 3, "Samples per operation and round (T).", lower_bound=1)
-    flags.DEFINE_integer("v", 1, "PC-DARTS epochs after each round (V).", lower_bound=0)
+    flags.DEFINE_integer("v_epochs", 1, "PC-DARTS epochs after each round (V).", lower_bound=0)
     flags.DEFINE_integer("warmup_epochs", 5, "PC-DARTS warm-up epochs (L).", lower_bound=0)
     flags.DEFINE_integer("warmup_freeze_epochs", 3, "Warm-up epochs with alpha/beta frozen.", lower_bound=0)
     flags.DEFINE_float("delta", 2.0, "UCB exploration weight of 1-bit BNAS (Eq. 10).", lower_bound=0.0)
@@ -140,7 +140,7 @@ def search_config(replicas=1):
         steps_per_epoch=FLAGS.steps_per_epoch,
         k=FLAGS.k,
         t=FLAGS.t,
-        v=FLAGS.v,
+        v=FLAGS.v_epochs,
         warmup_epochs=FLAGS.warmup_epochs,
         warmup_freeze_epochs=FLAGS.warmup_freeze_epochs,
         delta=FLAGS.delta,
@@ -198,8 +198,7 @@ def run_train(strategy, genotype):
         learning_rate=FLAGS.learning_rate * (strategy.num_replicas_in_sync if FLAGS.scale_learning_rate else 1),
         weight_decay=FLAGS.weight_decay,
         grad_clip=FLAGS.grad_clip,
-        auxiliary=FLAGS.auxiliary,
-        auxiliary_weight=FLAGS.auxiliary_weight,
+        auxiliary_weight=FLAGS.auxiliary_weight if FLAGS.auxiliary else 0.0,
         drop_path=FLAGS.drop_path,
         cutout=FLAGS.cutout,
         label_smoothing=FLAGS.label_smoothing,
@@ -217,14 +216,36 @@ def run_train(strategy, genotype):
 
 
 def run_export(train_results=None):
-    from bnas_tf import export
+    """Exports the trained network of --model_dir/train and checks every artifact."""
+    import keras
 
-    return export.export_trained(
-        os.path.join(FLAGS.model_dir, "train"),
-        os.path.join(FLAGS.model_dir, "export"),
-        summary_extra={"test_accuracy": (train_results or {}).get("test_accuracy"),
-                       "search_cost": _search_cost()},
-    )
+    from bnas_tf import data, export
+    from bnas_tf.errors import ConfigError
+
+    train_dir = os.path.join(FLAGS.model_dir, "train")
+    model_path = os.path.join(train_dir, "model.keras")
+    if not os.path.exists(model_path):
+        raise ConfigError(
+            f"No trained model at {model_path}: run --mode=train (or --mode=all) with this --model_dir first."
+        )
+    model = keras.models.load_model(model_path)
+    samples = data.train_test(FLAGS.dataset, batch_size=8, seed=FLAGS.seed, data_dir=FLAGS.data_dir).test
+    sample_inputs = next(iter(samples))[0].numpy()
+    extra = {"search_cost": _search_cost()}
+    results_path = os.path.join(train_dir, "results.json")
+    if train_results is None and os.path.exists(results_path):
+        with open(results_path) as f:
+            train_results = json.load(f)
+    if train_results:
+        extra["test_accuracy"] = train_results.get("test_accuracy")
+    export_dir = os.path.join(FLAGS.model_dir, "export")
+    result = export.export(model, export_dir, sample_inputs=sample_inputs, summary_extra=extra)
+    check = export.verify(export_dir, sample_inputs, model)
+    for name, figures in check.items():
+        if isinstance(figures, dict):
+            logging.info("Export check %-12s max |diff| %.3g, argmax agreement %.3f", name,
+                         figures["max_abs_diff"], figures["argmax_agreement"])
+    return result
 
 
 def main(argv):

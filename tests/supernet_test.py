@@ -33,13 +33,13 @@ def test_cell_shapes_every_binarization(binarization, binary_activations):
     stem = model.stem_bn(model.stem_conv(x))
     assert stem.shape == (2, 16, 16, 12)
     edge_w = model.edge_weights("normal")
-    normal = model.cells[0](stem, stem, edge_w, op_weights=model.op_weights("normal"), alive=model._mask("normal"))
+    normal, _ = model.cells[0](stem, stem, edge_w, op_weights=model.op_weights("normal"), alive=model.alive["normal"])
     assert normal.shape == (2, 16, 16, 4 * 4)  # 4 nodes x C
-    reduce = model.cells[1](stem, normal, model.edge_weights("reduce"), op_weights=model.op_weights("reduce"),
-                            alive=model._mask("reduce"))
+    reduce, _ = model.cells[1](stem, normal, model.edge_weights("reduce"), op_weights=model.op_weights("reduce"),
+                               alive=model.alive["reduce"])
     assert reduce.shape == (2, 8, 8, 4 * 8)  # halved resolution, doubled C
     assert model(x, training=True).shape == (2, 10)
-    choice = model.choice_tensor({t: ["sep_conv_3x3"] * 14 for t in gt.CELL_TYPES})
+    choice = model.choice({t: ["sep_conv_3x3"] * 14 for t in gt.CELL_TYPES})
     assert model(x, training=True, choice=choice).shape == (2, 10)
     if binarization == "pcnn":
         assert model.losses  # the amplitude loss joins the model's losses
@@ -80,48 +80,85 @@ def test_edge_weights_are_softmax_per_node(net):
         offset += n
 
 
-def _count_executed(model, monkeypatch):
-    """Counts the operations that actually run, with a counter inside each branch."""
-    counter = tf.Variable(0, dtype=tf.int64)
+def _count_traced_ops(monkeypatch):
+    """Counts the operations placed in a traced graph (static graphs: each runs once per step)."""
+    calls = []
     original = sn.MixedEdge._apply
 
     def counting(self, index, x, training):
         if self.primitives[index] != "none":
-            counter.assign_add(1)
+            calls.append(self.primitives[index])
         return original(self, index, x, training)
 
     monkeypatch.setattr(sn.MixedEdge, "_apply", counting)
-    return counter
+    return calls
 
 
-def test_abandoned_operations_do_not_run(monkeypatch):
+def _graph_calls(concrete):
+    """Calls of shared operation functions in a traced step graph."""
+    return sum(node.op in ("PartitionedCall", "StatefulPartitionedCall") for node in concrete.graph.get_operations())
+
+
+def test_abandoned_operations_are_not_in_the_graph(monkeypatch):
     model = _net()
-    counter = _count_executed(model, monkeypatch)
+    calls = _count_traced_ops(monkeypatch)
     x = tf.constant(_x(2))
-    step = tf.function(lambda x: model(x, training=True))
-    step(x)
+    full = tf.function(lambda x: model(x, training=True)).get_concrete_function(x)
     edges = 3 * 14
-    assert int(counter.numpy()) == edges * 7  # every op but `none`
-    left = {t: [["sep_conv_3x3", "skip_connect"]] * 14 for t in gt.CELL_TYPES}
+    assert len(calls) == edges * 7  # every op but `none`
+    left = {t: [["sep_conv_3x3", "skip_connect", "none"]] * 14 for t in gt.CELL_TYPES}
     model.set_alive(left)
-    counter.assign(0)
-    step(x)  # same traced graph, new mask
-    assert int(counter.numpy()) == edges * 2
-    assert step.experimental_get_tracing_count() == 1
+    del calls[:]
+    reduced = tf.function(lambda x: model(x, training=True)).get_concrete_function(x)
+    assert sorted(set(calls)) == ["sep_conv_3x3", "skip_connect"]
+    assert len(calls) == edges * 2
+    assert _graph_calls(reduced) < _graph_calls(full) / 2
 
 
 def test_single_path_runs_one_operation_per_edge(monkeypatch):
     model = _net()
-    counter = _count_executed(model, monkeypatch)
+    calls = _count_traced_ops(monkeypatch)
     x = tf.constant(_x(2))
-    step = tf.function(lambda x, c: model(x, training=True, choice=c))
     rng = np.random.RandomState(1)
-    for _ in range(3):
-        names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
-        counter.assign(0)
-        step(x, tf.constant(model.choice_tensor(names)))
-        assert int(counter.numpy()) == 3 * 14
-    assert step.experimental_get_tracing_count() == 1  # one graph for every sampled architecture
+    names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
+    choice = model.choice(names)
+    tf.function(lambda x: model(x, training=True, choice=choice)).get_concrete_function(x)
+    assert len(calls) == 3 * 14
+    expected = [names["reduce" if c == 1 else "normal"][e] for c in (0, 1, 0) for e in range(14)]
+    assert calls == expected
+
+
+def _median_step_seconds(fn, *args, repeats=5):
+    fn(*args)  # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = tf.timestamp()
+        fn(*args)
+        times.append(float(tf.timestamp() - start))
+    return sorted(times)[len(times) // 2]
+
+
+def test_single_path_and_reduced_steps_are_cheaper():
+    model = _net(init_channels=8)
+    x = tf.constant(np.random.RandomState(0).randn(32, 16, 16, 3).astype("float32"))
+
+    def step(choice=None):
+        @tf.function
+        def fn(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(x, training=True, choice=choice))
+            return tape.gradient(loss, model.weight_variables)
+
+        return fn
+
+    supernet = _median_step_seconds(step(), x)
+    rng = np.random.RandomState(3)
+    names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
+    single = _median_step_seconds(step(model.choice(names)), x)
+    model.set_alive({t: [["sep_conv_3x3", "max_pool_3x3"]] * 14 for t in gt.CELL_TYPES})
+    reduced = _median_step_seconds(step(), x)
+    assert single < 0.5 * supernet, (single, supernet)
+    assert reduced < 0.75 * supernet, (reduced, supernet)
 
 
 def test_single_path_equals_supernet_with_one_alive_op():
@@ -130,7 +167,7 @@ def test_single_path_equals_supernet_with_one_alive_op():
     rng = np.random.RandomState(2)
     names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
     x = tf.constant(_x(2))
-    single = model(x, training=False, choice=tf.constant(model.choice_tensor(names)))
+    single = model(x, training=False, choice=model.choice(names))
     model.set_alive({t: [[n] for n in names[t]] for t in gt.CELL_TYPES})
     mixed = model(x, training=False)
     np.testing.assert_allclose(single.numpy(), mixed.numpy(), rtol=1e-5, atol=1e-5)

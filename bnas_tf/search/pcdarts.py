@@ -14,6 +14,7 @@ indexes the cosine learning-rate schedule and the data order, so a resumed
 search replays exactly what an uninterrupted one does.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -90,6 +91,19 @@ class SearchConfig:
                 f"(init_channels={self.init_channels}). Received: partial_channels={self.partial_channels!r}"
             )
         return self
+
+
+@contextlib.contextmanager
+def search_graph_options():
+    """Grappler off while searching: the search graphs are many calls of a few
+    shared operation functions, and rewriting them costs far more than it
+    saves (BUILD.md). Restored afterwards, for training."""
+    previous = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
 
 
 def cosine_learning_rate(unit, total_units, lr, lr_min):
@@ -184,6 +198,7 @@ class Searcher:
                 "It is corrupt or from a different configuration: delete "
                 f"{os.path.dirname(latest)} to restart the search, or use another --model_dir."
             ) from None
+        self.model.refresh_alive()
         logging.info("Restored the search checkpoint %s (unit %d).", latest, int(self.unit.numpy()))
         return int(self.unit.numpy())
 
@@ -212,20 +227,23 @@ class Searcher:
         return distribute.is_chief(self.strategy)
 
     # ---- traced steps -----------------------------------------------------------------------
-    def _apply_weights(self, loss_scale_batch, tape, loss):
+    def _apply_weights(self, tape, loss):
+        """Eq. 15 for the weights (SGD, coupled L2, global-norm clipping), Eq. 19 for A.
+
+        Only variables that the step used get a gradient: operations outside
+        the traced structure (abandoned, or not sampled) are left untouched,
+        momentum included, as PyTorch's SGD skips parameters without a gradient.
+        """
         cfg = self.config
         variables = self.weight_vars + self.amp_vars
         grads = tape.gradient(loss, variables)
-        w_grads = grads[: len(self.weight_vars)]
-        a_grads = grads[len(self.weight_vars) :]
-        w_grads = [
-            tf.zeros_like(v) if g is None else g + cfg.weight_decay * v for g, v in zip(w_grads, self.weight_vars)
-        ]
+        pairs = [(g, v) for g, v in zip(grads[: len(self.weight_vars)], self.weight_vars) if g is not None]
+        w_grads = [g + cfg.weight_decay * v for g, v in pairs]
         w_grads, _ = tf.clip_by_global_norm(w_grads, cfg.grad_clip)
-        self.w_opt.apply(w_grads, self.weight_vars)
-        if self.amp_vars:
-            a_grads = [tf.zeros_like(v) if g is None else g for g, v in zip(a_grads, self.amp_vars)]
-            self.amp_opt.apply(a_grads, self.amp_vars)
+        self.w_opt.apply(w_grads, [v for _, v in pairs])
+        amp = [(g, v) for g, v in zip(grads[len(self.weight_vars) :], self.amp_vars) if g is not None]
+        if amp:
+            self.amp_opt.apply([g for g, _ in amp], [v for _, v in amp])
 
     def _loss(self, logits, labels, global_batch):
         loss = self.loss_fn(labels, logits) / global_batch
@@ -238,7 +256,7 @@ class Searcher:
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True, choice=choice)
             loss = self._loss(logits, y, global_batch)
-        self._apply_weights(global_batch, tape, loss)
+        self._apply_weights(tape, loss)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
         return loss, correct
 
@@ -253,10 +271,17 @@ class Searcher:
         return loss
 
     def _distributed(self, key, replica_fn):
-        """A tf.function running `replica_fn` on every replica, cached under `key`."""
-        if key not in self._fns:
+        """A tf.function running `replica_fn` on every replica, cached under `key`.
 
-            @tf.function
+        Graphs of an old alive set or an earlier trial are dropped: they are
+        never needed again.
+        """
+        if key not in self._fns:
+            # The last element of a key is the network structure; drop older ones of the same kind.
+            for stale in [k for k in self._fns if k[:-1] == key[:-1]]:
+                del self._fns[stale]
+
+            @tf.function(autograph=False)
             def fn(*args):
                 results = self.strategy.run(replica_fn, args=args)
                 return tf.nest.map_structure(
@@ -275,26 +300,32 @@ class Searcher:
             loss, correct = self._weight_step(xw, yw, None, gb)
             return loss, correct, arch_loss
 
-        return self._distributed(("search", update_arch), replica)
+        return self._distributed(("search", update_arch, self._alive_key()), replica)
 
-    def trial_step_fn(self):
-        """One weight step of a sampled single-path architecture."""
+    def trial_step_fn(self, choice):
+        """One weight step of the sampled single-path architecture `choice`."""
         gb = self.config.trial_batch_size
 
-        def replica(x, y, choice):
+        def replica(x, y):
             loss, correct = self._weight_step(x, y, choice, gb)
             return loss, correct, tf.constant(0.0)
 
-        return self._distributed(("trial",), replica)
+        return self._distributed(("trial", choice), replica)
 
-    def eval_fn(self, single_path):
-        def replica(x, y, choice=None):
+    def eval_fn(self, choice=None):
+        """Held-out accuracy of the supernet, or of the single path `choice`."""
+
+        def replica(x, y):
             logits = self.model(x, training=False, choice=choice)
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
             return correct, tf.cast(tf.shape(y)[0], tf.float32)
 
-        key = ("eval", single_path)
+        key = ("eval", choice if choice is not None else self._alive_key())
         return self._distributed(key, replica)
+
+    def _alive_key(self):
+        alive = self.model.alive
+        return (alive["normal"], alive["reduce"])
 
     # ---- epochs --------------------------------------------------------------------------
     def _set_learning_rate(self):
@@ -309,14 +340,14 @@ class Searcher:
         cap = self.config.steps_per_epoch
         return steps if cap is None else min(steps, cap)
 
-    def _run(self, dataset, steps, step, label, batch_size, extra_args=()):
+    def _run(self, dataset, steps, step, label, batch_size):
         progbar = keras.utils.Progbar(steps, stateful_metrics=["loss", "acc"], verbose=1 if _interactive() else 2)
         total_loss = total_correct = seen = 0.0
         dist = self.strategy.experimental_distribute_dataset(dataset)
         for i, batch in enumerate(dist):
             if i >= steps:
                 break
-            loss, correct, _ = step(*batch, *extra_args)
+            loss, correct, _ = step(*batch)
             loss = float(loss)
             if not math.isfinite(loss):
                 raise TrainingError(
@@ -349,12 +380,12 @@ class Searcher:
         """Trains one sampled architecture for an epoch; returns held-out accuracy."""
         unit = int(self.unit.numpy())
         lr = self._set_learning_rate()
-        choice = tf.constant(self.model.choice_tensor(ops_by_type))
+        choice = self.model.choice(ops_by_type)
         splits = self.splits.with_batch_size(self.config.trial_batch_size)
         steps = self._steps(splits.weights_steps)
         start = time.time()
         loss, acc = self._run(
-            splits.weights_epoch(unit), steps, self.trial_step_fn(), label, self.config.trial_batch_size, (choice,)
+            splits.weights_epoch(unit), steps, self.trial_step_fn(choice), label, self.config.trial_batch_size
         )
         val = self.evaluate(choice)
         self.unit.assign_add(1)
@@ -364,12 +395,11 @@ class Searcher:
 
     def evaluate(self, choice=None):
         """Accuracy on the held-out subset (single path when `choice` is given)."""
-        fn = self.eval_fn(choice is not None)
+        fn = self.eval_fn(choice)
         correct = total = 0.0
         dist = self.strategy.experimental_distribute_dataset(self.splits.heldout)
         for batch in dist:
-            args = batch if choice is None else (*batch, choice)
-            c, n = fn(*args)
+            c, n = fn(*batch)
             correct += float(c)
             total += float(n)
         return correct / max(total, 1.0)
@@ -401,6 +431,11 @@ def pcdarts_units(config):
 
 def run_pcdarts(config, model_dir, strategy=None):
     """Plain PC-DARTS search (the baseline); writes genotype.json. Resumable per epoch."""
+    with search_graph_options():
+        return _run_pcdarts(config, model_dir, strategy)
+
+
+def _run_pcdarts(config, model_dir, strategy):
     searcher = Searcher(config, model_dir, strategy, total_units=pcdarts_units(config))
     start_unit = searcher.restore()
     begin = time.time()

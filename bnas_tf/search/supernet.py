@@ -14,13 +14,15 @@ The supernet runs in two modes that share every weight:
 
 - **mixed**: the operations still alive on each edge (`set_alive`, kept in the
   non-trainable `alive_mask` variable, so checkpointed) are mixed with
-  softmax(alpha) over the alive ones. Each operation sits in a `tf.cond` on
-  its mask bit: abandoned operations cost no compute, and one traced graph
-  serves every round.
-- **single path**: `call(x, choice=...)` with `choice` an int tensor
-  [2, 14] giving one operation index per edge for each cell type. Every edge
-  runs through `tf.switch_case`, so only the chosen operation executes and
-  one traced graph serves every sampled architecture.
+  softmax(alpha) over the alive ones. Abandoned operations are not in the
+  traced graph at all, so they cost nothing; a new alive set is traced once
+  (once per BNAS round).
+- **single path**: `call(x, choice=...)` with `choice` from `Supernet.choice`
+  (one operation index per edge and cell type) runs only the chosen
+  operations: a step costs what the single-path network costs.
+
+Tracing stays cheap because every kind of operation is traced once and shared
+by all edges (`OpTemplates`).
 """
 
 import keras
@@ -45,11 +47,57 @@ def channel_shuffle(x, groups):
     return ops.reshape(x, (shape[0], shape[1], shape[2], channels))
 
 
+class OpTemplates:
+    """One traced function per kind of operation, shared by every edge.
+
+    The supernet holds hundreds of operation instances; tracing each one into
+    the step graph makes tracing take minutes. Instead, each kind of operation
+    (name, stride, width) is traced once, as a `tf.function` that runs a
+    template instance statelessly on the variable values it is given
+    (`keras.StatelessScope`) and returns its output, its new BatchNorm
+    statistics and its amplitude loss (Eq. 2). Every edge calls that function
+    with its own variables: the gradient reaches them through the call, and
+    the statistics are assigned back.
+    """
+
+    def __init__(self):
+        self._fns = {}
+
+    def _function(self, key, template):
+        if key not in self._fns:
+            convs = layers.pcnn_convs(template)
+
+            def run(trainable, non_trainable, x, training):
+                mapping = list(zip(template.trainable_variables, trainable))
+                mapping += list(zip(template.non_trainable_variables, non_trainable))
+                with keras.StatelessScope(state_mapping=mapping) as scope:
+                    y = template(x, training=training)
+                    amp = ops.sum(ops.stack([c.amplitude_loss() for c in convs])) if convs else ops.zeros(())
+                new = [scope.get_current_value(v) for v in template.non_trainable_variables]
+                new = [n if n is not None else old for n, old in zip(new, non_trainable)]
+                return y, new, amp
+
+            self._fns[key] = tf.function(run, autograph=False)
+        return self._fns[key]
+
+    def call(self, key, layer, x, training):
+        """(output, amplitude loss) of `layer` on `x`, through the shared function."""
+        fn = self._function(key, layer)
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+        y, new, amp = fn(trainable, non_trainable, x, bool(training))
+        if training:
+            for variable, value in zip(layer.non_trainable_variables, new):
+                variable.assign(value)
+        return y, amp
+
+
 class MixedEdge(keras.layers.Layer):
     """One edge: every operation on 1/c of the channels, plus the bypass (Eq. 6)."""
 
-    def __init__(self, channels, strides, partial_channels, primitives, op_options, **kwargs):
+    def __init__(self, channels, strides, partial_channels, primitives, op_options, templates=None, **kwargs):
         super().__init__(**kwargs)
+        self._templates = templates
         if channels % partial_channels:
             raise ConfigError(
                 f"Invalid `partial_channels`: it must divide the cell width {channels}. "
@@ -89,43 +137,53 @@ class MixedEdge(keras.layers.Layer):
         return ops.zeros_like(x)
 
     def _apply(self, index, x, training):
-        if self.primitives[index] == "none":
-            return self._zeros(x)
-        return self.candidates[index](x, training=training)
+        """(o_index(x), its amplitude loss)."""
+        name = self.primitives[index]
+        if name == "none":
+            return self._zeros(x), ops.zeros(())
+        op = self.candidates[index]
+        if not op.built or self._templates is None or not op.trainable_variables:
+            y = op(x, training=training)
+            convs = layers.pcnn_convs(op) if op.built else []
+            amp = ops.sum(ops.stack([c.amplitude_loss() for c in convs])) if convs else ops.zeros(())
+            return y, amp
+        key = (name, self.strides, self.sub_channels)
+        return self._templates.call(key, op, x, training)
 
     def call_mixed(self, x, weights, alive, training=None):
-        """sum_k w_k o_k(x) over the alive operations.
+        """(sum_k w_k o_k(x) over the alive operations, their amplitude loss).
 
-        `weights` [K] are softmax(alpha) over the alive ones, `alive` [K] the
-        0/1 mask. An abandoned operation sits in a `tf.cond` branch that is
-        never taken: it costs no compute, and the same graph serves every round.
+        `weights` [K] are softmax(alpha) over the alive operations and `alive`
+        their indices (a Python tuple): abandoned operations are not in the
+        traced graph at all, so they cost nothing.
         """
         part, rest = self._split(x)
-        zeros = self._zeros(part)
-        mixed = None
-        for index, name in enumerate(self.primitives):
-            if name == "none":
+        mixed, amp = None, ops.zeros(())
+        for index in alive:
+            if self.primitives[index] == "none":
                 continue  # o(x) = 0 adds nothing: never computed.
-            term = tf.cond(
-                alive[index] > 0,
-                lambda i=index: weights[i] * self._apply(i, part, training),
-                lambda: zeros,
-            )
+            y, loss = self._apply(index, part, training)
+            term = weights[index] * y
             mixed = term if mixed is None else mixed + term
-        return self._merge(zeros if mixed is None else mixed, rest)
+            amp = amp + loss
+        return self._merge(self._zeros(part) if mixed is None else mixed, rest), amp
 
-    def call_single(self, x, choice, training=None):
-        """o_choice(x): only the chosen operation runs (tf.switch_case)."""
+    def call_single(self, x, index, training=None):
+        """(o_index(x), its amplitude loss): only the chosen operation runs."""
         part, rest = self._split(x)
-        branches = [lambda i=i: self._apply(i, part, training) for i in range(len(self.primitives))]
-        out = tf.switch_case(choice, branches)
-        return self._merge(out, rest)
+        out, amp = self._apply(index, part, training)
+        return self._merge(out, rest), amp
 
 
 class SearchCell(keras.layers.Layer):
-    """A cell of the supernet: 2 inputs, 4 intermediate nodes, 14 mixed edges."""
+    """A cell of the supernet: 2 inputs, 4 intermediate nodes, 14 mixed edges.
 
-    def __init__(self, channels, reduction, reduction_prev, partial_channels, primitives, op_options, **kwargs):
+    `call` returns the cell output and the amplitude loss of the edge
+    operations in use.
+    """
+
+    def __init__(self, channels, reduction, reduction_prev, partial_channels, primitives, op_options,
+                 templates=None, **kwargs):
         super().__init__(**kwargs)
         self.reduction = reduction
         conv_options = {k: v for k, v in op_options.items() if k in ("binarization", "binary_activations", "theta")}
@@ -141,6 +199,7 @@ class SearchCell(keras.layers.Layer):
                 partial_channels,
                 primitives,
                 op_options,
+                templates,
                 name=f"edge_{src}_{dst}",
             )
             for src, dst in gt.EDGES
@@ -153,6 +212,7 @@ class SearchCell(keras.layers.Layer):
 
     def call(self, s0, s1, edge_weights, op_weights=None, alive=None, choice=None, training=None):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        amp = ops.zeros(())
         offset = 0
         for node in range(gt.STEPS):
             total = None
@@ -160,14 +220,15 @@ class SearchCell(keras.layers.Layer):
                 e = offset + src
                 edge = self.edges[e]
                 if choice is not None:
-                    out = edge.call_single(states[src], choice[e], training)
+                    out, loss = edge.call_single(states[src], choice[e], training)
                 else:
-                    out = edge.call_mixed(states[src], op_weights[e], alive[e], training)
+                    out, loss = edge.call_mixed(states[src], op_weights[e], alive[e], training)
+                amp = amp + loss
                 term = edge_weights[e] * out
                 total = term if total is None else total + term
             offset += node + 2
             states.append(total)
-        return ops.concatenate(states[2:], axis=-1)
+        return ops.concatenate(states[2:], axis=-1), amp
 
 
 def default_reduction_cells(num_layers):
@@ -235,13 +296,14 @@ class Supernet(keras.Model):
         self.stem_bn = layers.batch_norm(True, name="stem_bn")
         c_pp, c_p, c_curr = c_curr, c_curr, init_channels
         self.cells = []
+        self._templates = OpTemplates()
         reduction_prev = False
         for i in range(num_layers):
             reduction = i in reduction_cells
             if reduction:
                 c_curr *= 2
             cell = SearchCell(c_curr, reduction, reduction_prev, partial_channels, self.primitives, op_options,
-                              name=f"cell_{i}")
+                              self._templates, name=f"cell_{i}")
             self.cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, gt.STEPS * c_curr
@@ -257,11 +319,12 @@ class Supernet(keras.Model):
         self.alive_mask = self.add_weight(
             shape=(len(gt.CELL_TYPES), gt.NUM_EDGES, k), initializer="ones", trainable=False, name="alive_mask"
         )
+        self.refresh_alive()
         # Build every operation now (eagerly), so that traced graphs never create variables.
         self._pcnn = False
         self(ops.zeros((2,) + self.image_shape), training=False)
-        # Operations run inside tf.cond / tf.switch_case branches, where a layer
-        # cannot add a loss; the supernet adds one amplitude loss for all of them.
+        # Operations run inside shared traced functions (OpTemplates), where a
+        # layer cannot add a loss; the supernet adds one amplitude loss for all.
         for conv in layers.pcnn_convs(self):
             conv.adds_amplitude_loss = False
         self._pcnn = bool(layers.pcnn_convs(self)) and theta > 0
@@ -285,20 +348,25 @@ class Supernet(keras.Model):
                     raise ConfigError(f"Every edge needs an operation; edge {e} of the {cell_type} cell has none.")
                 mask[c, e, [index[name] for name in names]] = 1.0
         self.alive_mask.assign(mask)
+        self.refresh_alive()
 
-    @property
-    def alive(self):
-        """{"normal": ((op indices alive on edge 0), ...), "reduce": ...} (from the mask)."""
+    def refresh_alive(self):
+        """Reads the alive sets from `alive_mask` (after a checkpoint restore)."""
         mask = ops.convert_to_numpy(self.alive_mask)
-        return {
+        self._alive = {
             t: tuple(tuple(int(i) for i in np.flatnonzero(mask[c, e])) for e in range(gt.NUM_EDGES))
             for c, t in enumerate(gt.CELL_TYPES)
         }
 
-    def choice_tensor(self, ops_by_type):
-        """[2, 14] int32 indices from {"normal": [op name x 14], "reduce": [...]}."""
+    @property
+    def alive(self):
+        """{"normal": ((op indices alive on edge 0), ...), "reduce": ...}: the traced structure."""
+        return self._alive
+
+    def choice(self, ops_by_type):
+        """A sampled architecture as op indices, ((normal x 14), (reduce x 14)), from names."""
         index = {name: i for i, name in enumerate(self.primitives)}
-        return np.array([[index[name] for name in ops_by_type[t]] for t in gt.CELL_TYPES], dtype=np.int32)
+        return tuple(tuple(index[name] for name in ops_by_type[t]) for t in gt.CELL_TYPES)
 
     # ---- architecture parameters ------------------------------------------------------------
     @property
@@ -349,42 +417,28 @@ class Supernet(keras.Model):
         edge_w = {t: self.edge_weights(t) for t in gt.CELL_TYPES}
         if choice is not None:
             edge_w = {t: ops.stop_gradient(w) for t, w in edge_w.items()}
+        amp = ops.zeros(())
         for cell in self.cells:
             t = "reduce" if cell.reduction else "normal"
             row = None if choice is None else choice[1 if cell.reduction else 0]
-            out = cell(
+            out, loss = cell(
                 s0,
                 s1,
                 edge_w[t],
                 op_weights=mixed.get(t),
-                alive=None if choice is not None else self._mask(t),
+                alive=None if choice is not None else self.alive[t],
                 choice=row,
                 training=training,
             )
+            amp = amp + loss
             s0, s1 = s1, out
         if self._pcnn:
-            self.add_loss(self.amplitude_loss(choice))
+            for cell in self.cells:
+                for pre in (cell.preprocess0, cell.preprocess1):
+                    for conv in layers.pcnn_convs(pre):
+                        amp = amp + conv.amplitude_loss()
+            self.add_loss(amp)
         return self.classifier(self.pool(s1))
-
-    def amplitude_loss(self, choice=None):
-        """Eq. 2 over the convolutions in use: cell preprocessing, plus each edge's
-        alive operations (mixed) or its chosen operation (single path)."""
-        total = 0.0
-        for cell in self.cells:
-            for pre in (cell.preprocess0, cell.preprocess1):
-                for conv in layers.pcnn_convs(pre):
-                    total += conv.amplitude_loss()
-            t = "reduce" if cell.reduction else "normal"
-            if choice is None:
-                use = self._mask(t)
-            else:
-                use = ops.one_hot(choice[1 if cell.reduction else 0], len(self.primitives))
-            for e, edge in enumerate(cell.edges):
-                for k, candidate in enumerate(edge.candidates):
-                    convs = layers.pcnn_convs(candidate)
-                    if convs:
-                        total += use[e, k] * ops.sum(ops.stack([c.amplitude_loss() for c in convs]))
-        return total
 
     # ---- derivation --------------------------------------------------------------------------------
     def alphas(self):

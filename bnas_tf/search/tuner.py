@@ -30,7 +30,7 @@ from absl import logging
 from bnas_tf import genotypes as gt
 from bnas_tf.search import outputs
 from bnas_tf.search.oracle import BnasOracle
-from bnas_tf.search.pcdarts import Searcher, _write_json_atomic
+from bnas_tf.search.pcdarts import Searcher, _write_json_atomic, search_graph_options
 
 
 def total_units(config):
@@ -149,6 +149,11 @@ class BnasTuner(keras_tuner.Tuner):
 
 def run_bnas(config, model_dir, strategy=None):
     """Runs or resumes the BNAS search in `model_dir`; returns (searcher, genotype, seconds)."""
+    with search_graph_options():
+        return _run_bnas(config, model_dir, strategy)
+
+
+def _run_bnas(config, model_dir, strategy):
     searcher = Searcher(config, model_dir, strategy, total_units=total_units(config))
     oracle = BnasOracle(
         k=config.k,

@@ -1,0 +1,154 @@
+"""End to end through the command line: the demo, a killed and resumed search,
+PC-DARTS, reproducibility and clean errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bnas_tf import genotypes as gt
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCH = [sys.executable, "-m", "bnas_tf.launch"]
+DEMO = LAUNCH + ["--flagfile=configs/demo.flags"]
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+TIMEOUT = 900
+
+
+def _run(args, **kwargs):
+    return subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
+
+
+def _history(model_dir):
+    with open(os.path.join(model_dir, "search_history.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _check_genotype(path):
+    genotype = gt.load(str(path))  # validates: known ops, input ranges, 2 inputs per node
+    for cell_type in gt.CELL_TYPES:
+        edges, _ = genotype.cell(cell_type)
+        assert all(op != "none" for op, _ in edges)
+        assert len(edges) == 8
+    return genotype
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo config, --mode=all: search (K 8 -> 1), training, export."""
+    model_dir = tmp_path_factory.mktemp("demo")
+    result = _run(DEMO + [f"--model_dir={model_dir}"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return model_dir, result
+
+
+def test_demo_search_runs_algorithm_1(demo):
+    model_dir, _ = demo
+    history = _history(model_dir)
+    rounds = [r for r in history if r["record"] == "round"]
+    assert [r["k"] for r in rounds] == [8, 7, 6, 5, 4, 3, 2]  # 7 rounds, K from 8 to 1
+    trials = [r for r in history if r["record"] == "trial"]
+    # T = 1 in the demo: ceil(K/2) trials per round.
+    assert len(trials) == sum((k + 1) // 2 for k in range(8, 1, -1))
+    assert len({t["trial_id"] for t in trials}) == len(trials)  # none counted twice
+    last = rounds[-1]
+    for cell_type in gt.CELL_TYPES:
+        assert all(len(ops) == 1 for ops in last["ops_left"][cell_type])
+    _check_genotype(model_dir / "genotype.json")
+
+
+def test_demo_writes_every_output(demo):
+    model_dir, result = demo
+    for name in ("genotype.json", "normal.png", "reduce.png", "search_history.jsonl", "search_cost.json"):
+        assert (model_dir / name).exists(), name
+    with open(model_dir / "normal.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert any((model_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    export = model_dir / "export"
+    for name in ("saved_model/saved_model.pb", "model.keras", "model.tflite", "model_lce.tflite", "summary.json"):
+        assert (export / name).exists(), name
+    with open(export / "summary.json") as f:
+        summary = json.load(f)
+    for key in ("params", "params_1bit", "params_32bit", "memory_float_bytes", "memory_binary_bytes",
+                "macs_binary", "macs_float"):
+        assert key in summary, key
+    assert summary["params_1bit"] > 0
+    assert summary.get("test_accuracy") is not None
+    assert "CPU-hours" in result.stderr  # the search cost in the log
+
+
+def test_killed_search_resumes_to_the_same_genotype(demo, tmp_path):
+    """A real SIGKILL in the middle of a round; the same command finishes the search."""
+    reference = _check_genotype(demo[0] / "genotype.json")
+    model_dir = tmp_path / "resumed"
+    args = DEMO + [f"--model_dir={model_dir}", "--mode=search"]
+    process = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history_path = model_dir / "search_history.jsonl"
+    deadline = time.time() + TIMEOUT
+    try:
+        while time.time() < deadline:
+            if history_path.exists():
+                records = _history(model_dir)
+                round2 = [r for r in records if r["record"] == "trial" and r["round"] == 2]
+                if round2 and not any(r["record"] == "round" and r["round"] == 2 for r in records):
+                    break  # mid-round 2: a trial of it finished, the round has not
+            assert process.poll() is None, "the search ended before it could be interrupted"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not (model_dir / "genotype.json").exists()
+    result = _run(args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Restored the search checkpoint" in result.stderr
+    assert _check_genotype(model_dir / "genotype.json") == reference
+    history = _history(model_dir)
+    trials = [r["trial_id"] for r in history if r["record"] == "trial"]
+    assert len(trials) == len(set(trials))  # no trial counted twice
+    reference_trials = [r for r in _history(demo[0]) if r["record"] == "trial"]
+    assert len(trials) == len(reference_trials)  # none lost
+    assert [r["k"] for r in history if r["record"] == "round"] == [8, 7, 6, 5, 4, 3, 2]
+
+
+PCDARTS = DEMO + ["--mode=search", "--search=pcdarts", "--search_epochs=2", "--arch_freeze_epochs=1"]
+
+
+def test_pcdarts_search_end_to_end_and_reproducible(tmp_path):
+    """Two PC-DARTS searches with one seed, side by side: the same genotype."""
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    processes = [
+        subprocess.Popen(PCDARTS + [f"--model_dir={d}"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for d in dirs
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=TIMEOUT)
+        assert process.returncode == 0, err[-4000:]
+    first, second = (_check_genotype(d / "genotype.json") for d in dirs)
+    assert first == second
+    assert (dirs[0] / "normal.png").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--binarize=foo"], "binarize"),
+        (["--dataset=mnist"], "dataset"),
+        (["--k=9"], "k"),
+        (["--mode=train", "--genotype=NOT_A_GENOTYPE"], "NOT_A_GENOTYPE"),
+        (["--mode=search", "--dataset=cifar10", "--data_dir={tmp}"], "cifar10"),
+        (["--mode=export"], "No trained model"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(tmp_path, flags, message):
+    flags = [f.replace("{tmp}", str(tmp_path / "empty")) for f in flags]
+    result = _run(DEMO + [f"--model_dir={tmp_path / 'run'}"] + flags)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
