@@ -96,7 +96,7 @@ def _count_traced_ops(monkeypatch):
 
 def _graph_calls(concrete):
     """Calls of shared operation functions in a traced step graph."""
-    return sum(node.op in ("PartitionedCall", "StatefulPartitionedCall") for node in concrete.graph.get_operations())
+    return sum(op.type in ("PartitionedCall", "StatefulPartitionedCall") for op in concrete.graph.get_operations())
 
 
 def test_abandoned_operations_are_not_in_the_graph(monkeypatch):

@@ -112,6 +112,35 @@ def cosine_learning_rate(unit, total_units, lr, lr_min):
     return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * progress))
 
 
+class _SummedGradients:
+    """Keras optimizer whose gradients come already summed over the replicas.
+
+    In a replica context Keras's TensorFlow optimizer sums the gradients that
+    `apply` receives over the replicas (`_all_reduce_sum_gradients`). The
+    search steps sum them first themselves, because global-norm clipping and
+    the coupled weight decay must act on the global gradient; this keeps the
+    optimizer from summing them a second time.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+class _SGD(_SummedGradients, keras.optimizers.SGD):
+    pass
+
+
+class _Adam(_SummedGradients, keras.optimizers.Adam):
+    pass
+
+
+def _sum_over_replicas(grads):
+    """Gradients summed over the replicas (in a replica context; one collective)."""
+    if not grads:
+        return grads
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, list(grads))
+
+
 def _write_json_atomic(path, obj):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -160,12 +189,12 @@ class Searcher:
             self.weight_vars = self.model.weight_variables
             self.amp_vars = amplitude.amplitude_variables(self.model)
             self.arch_vars = self.model.arch_variables
-            self.w_opt = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, name="w_opt")
-            self.a_opt = keras.optimizers.Adam(
+            self.w_opt = _SGD(config.learning_rate, momentum=config.momentum, name="w_opt")
+            self.a_opt = _Adam(
                 config.arch_learning_rate, beta_1=config.arch_beta1, beta_2=config.arch_beta2, name="a_opt"
             )
             amp_lr = config.amplitude_learning_rate or config.learning_rate
-            self.amp_opt = keras.optimizers.SGD(amp_lr, name="amp_opt")
+            self.amp_opt = _SGD(amp_lr, name="amp_opt")
             self.w_opt.build(self.weight_vars)
             self.a_opt.build(self.arch_vars)
             if self.amp_vars:
@@ -179,6 +208,9 @@ class Searcher:
             self.checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2
         )
         self._fns = {}
+        # BatchNorm moving statistics: Keras updates each replica's copy on its own (aggregation "none").
+        self._bn_stats = [v for v in self.model.non_trainable_variables if v.name in ("moving_mean", "moving_variance")]
+        self._sync_bn_fn = None
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "search"))
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction="sum"
@@ -237,11 +269,15 @@ class Searcher:
         cfg = self.config
         variables = self.weight_vars + self.amp_vars
         grads = tape.gradient(loss, variables)
-        pairs = [(g, v) for g, v in zip(grads[: len(self.weight_vars)], self.weight_vars) if g is not None]
+        # Summed over the replicas before the weight decay and the clipping, which act on the global gradient.
+        used = [i for i, g in enumerate(grads) if g is not None]
+        summed = dict(zip(used, _sum_over_replicas([grads[i] for i in used])))
+        n = len(self.weight_vars)
+        pairs = [(summed[i], variables[i]) for i in used if i < n]
         w_grads = [g + cfg.weight_decay * v for g, v in pairs]
         w_grads, _ = tf.clip_by_global_norm(w_grads, cfg.grad_clip)
         self.w_opt.apply(w_grads, [v for _, v in pairs])
-        amp = [(g, v) for g, v in zip(grads[len(self.weight_vars) :], self.amp_vars) if g is not None]
+        amp = [(summed[i], variables[i]) for i in used if i >= n]
         if amp:
             self.amp_opt.apply([g for g, _ in amp], [v for _, v in amp])
 
@@ -265,7 +301,7 @@ class Searcher:
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             loss = self.loss_fn(y, logits) / global_batch
-        grads = tape.gradient(loss, self.arch_vars)
+        grads = _sum_over_replicas(tape.gradient(loss, self.arch_vars))
         grads = [g + cfg.arch_weight_decay * v for g, v in zip(grads, self.arch_vars)]
         self.a_opt.apply(grads, self.arch_vars)
         return loss
@@ -327,6 +363,30 @@ class Searcher:
         alive = self.model.alive
         return (alive["normal"], alive["reduce"])
 
+    def sync_batch_norm(self):
+        """Averages the BatchNorm moving statistics over the replicas.
+
+        Every replica normalises with the statistics of its own part of the
+        batch (as PyTorch's DataParallel in DARTS) and updates its own copy of
+        the moving averages. Called at the end of every training epoch unit,
+        before held-out evaluation and checkpoints: the moving average is
+        linear, so the mean of the replicas' copies is the moving average of
+        the replica-averaged batch statistics, and every replica (and the
+        checkpoint, which saves the first replica's copy) then holds it.
+        """
+        if self.strategy.num_replicas_in_sync == 1 or not self._bn_stats:
+            return
+        if self._sync_bn_fn is None:
+
+            def replica():
+                ctx = tf.distribute.get_replica_context()
+                means = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in self._bn_stats])
+                for variable, mean in zip(self._bn_stats, means):
+                    variable.assign(mean)
+
+            self._sync_bn_fn = tf.function(lambda: self.strategy.run(replica), autograph=False)
+        self._sync_bn_fn()
+
     # ---- epochs --------------------------------------------------------------------------
     def _set_learning_rate(self):
         cfg = self.config
@@ -372,6 +432,7 @@ class Searcher:
         )
         start = time.time()
         loss, acc = self._run(ds, steps, self.search_step_fn(update_arch), label, self.config.batch_size)
+        self.sync_batch_norm()
         self.unit.assign_add(1)
         self._summaries({"search/loss": loss, "search/train_acc": acc, "search/lr": lr}, time.time() - start)
         return {"loss": loss, "train_accuracy": acc, "lr": lr}
@@ -387,6 +448,7 @@ class Searcher:
         loss, acc = self._run(
             splits.weights_epoch(unit), steps, self.trial_step_fn(choice), label, self.config.trial_batch_size
         )
+        self.sync_batch_norm()
         val = self.evaluate(choice)
         self.unit.assign_add(1)
         self._summaries({"trial/loss": loss, "trial/train_acc": acc, "trial/val_acc": val, "trial/lr": lr},

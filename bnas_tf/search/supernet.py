@@ -294,7 +294,7 @@ class Supernet(keras.Model):
         c_curr = stem_multiplier * init_channels
         self.stem_conv = keras.layers.Conv2D(c_curr, 3, padding="same", use_bias=False, name="stem_conv")
         self.stem_bn = layers.batch_norm(True, name="stem_bn")
-        c_pp, c_p, c_curr = c_curr, c_curr, init_channels
+        c_curr = init_channels
         self.cells = []
         self._templates = OpTemplates()
         reduction_prev = False
@@ -306,7 +306,6 @@ class Supernet(keras.Model):
                               self._templates, name=f"cell_{i}")
             self.cells.append(cell)
             reduction_prev = reduction
-            c_pp, c_p = c_p, gt.STEPS * c_curr
         self.pool = keras.layers.GlobalAveragePooling2D(name="gap")
         self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
         k = len(self.primitives)
