@@ -201,8 +201,15 @@ class Searcher:
                 self.amp_opt.build(self.amp_vars)
             self.unit = tf.Variable(0, dtype=tf.int64, trainable=False, name="unit")
         self._amp_lr_tied = config.amplitude_learning_rate is None
+        # Keras 3 layers held in lists are not tracked by tf.train.Checkpoint, so
+        # the supernet is checkpointed as the ordered list of all its variables
+        # (weights, alpha, beta, BatchNorm statistics, the alive mask).
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, w_opt=self.w_opt, a_opt=self.a_opt, amp_opt=self.amp_opt, unit=self.unit
+            model=[getattr(v, "value", v) for v in self.model.variables],
+            w_opt=self.w_opt,
+            a_opt=self.a_opt,
+            amp_opt=self.amp_opt,
+            unit=self.unit,
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2

@@ -1,0 +1,45 @@
+"""Searcher: checkpoints hold the whole search state; config validation."""
+
+import numpy as np
+import pytest
+
+from bnas_tf import genotypes as gt
+from bnas_tf.errors import ConfigError
+from bnas_tf.search import pcdarts
+
+
+def _config(**kwargs):
+    options = dict(dataset="digits", init_channels=4, layers=2, reduction_cells=(1,), partial_channels=2,
+                   batch_size=32, trial_batch_size=32, steps_per_epoch=2, heldout_size=64, binarization="pcnn")
+    options.update(kwargs)
+    return pcdarts.SearchConfig(**options)
+
+
+def test_checkpoint_restores_every_variable(tmp_path):
+    with pcdarts.search_graph_options():
+        first = pcdarts.Searcher(_config(), str(tmp_path), total_units=4)
+        first.search_epoch(True, "epoch")
+        alive = {t: [list(gt.PRIMITIVES[:3])] * 14 for t in gt.CELL_TYPES}
+        first.model.set_alive(alive)
+        first.save()
+        second = pcdarts.Searcher(_config(), str(tmp_path), total_units=4)
+        assert second.restore() == 1
+    assert len(first.model.variables) == len(second.model.variables) > 100
+    for a, b in zip(first.model.variables, second.model.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    for a, b in zip(first.w_opt.variables, second.w_opt.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert second.model.alive == first.model.alive  # the alive sets come back with the mask
+
+
+def test_cosine_schedule():
+    assert pcdarts.cosine_learning_rate(0, 10, 0.025, 0.0) == pytest.approx(0.025)
+    assert pcdarts.cosine_learning_rate(5, 10, 0.025, 0.0) == pytest.approx(0.0125)
+    assert pcdarts.cosine_learning_rate(10, 10, 0.025, 0.001) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("field, value", [("batch_size", 0), ("learning_rate", -1.0), ("partial_channels", 3),
+                                          ("weight_decay", -0.1)])
+def test_bad_config(field, value):
+    with pytest.raises(ConfigError, match=field):
+        _config(**{field: value}).validate()
