@@ -77,9 +77,27 @@ def get_strategy(name="auto", *, tpu=None, cpu_devices=None):
     else:
         strategy = tf.distribute.OneDeviceStrategy(_local_devices()[0])
     logging.info(
-        "Distribution strategy: %s with %d replica(s) in sync.", type(strategy).__name__, strategy.num_replicas_in_sync
+        "Distribution strategy: %s with %d replica(s) in sync%s.",
+        _PUBLIC_NAMES[name], strategy.num_replicas_in_sync, _task_text(strategy) if name == "multi_worker" else "",
     )
     return strategy
+
+
+# The tf.distribute names (the classes are CollectiveAllReduceStrategy, TPUStrategyV2, ...).
+_PUBLIC_NAMES = {
+    "one_device": "OneDeviceStrategy",
+    "mirrored": "MirroredStrategy",
+    "multi_worker": "MultiWorkerMirroredStrategy",
+    "tpu": "TPUStrategy",
+}
+
+
+def _task_text(strategy):
+    """', this task worker 1 of 2' for a multi-worker strategy (from TF_CONFIG)."""
+    resolver = strategy.cluster_resolver
+    workers = sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values())
+    chief = " (chief)" if is_chief(strategy) else ""
+    return f", this task {resolver.task_type} {resolver.task_id} of {workers}{chief}"
 
 
 def is_chief(strategy):
