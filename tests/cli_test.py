@@ -1,37 +1,11 @@
 """The command line: a PC-DARTS search end to end, reproducibility, clean errors."""
 
-import json
-import os
 import subprocess
-import sys
 
 import pytest
 
-from bnas_tf import genotypes as gt
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAUNCH = [sys.executable, "-m", "bnas_tf.launch"]
-DEMO = LAUNCH + ["--flagfile=configs/demo.flags"]
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-TIMEOUT = 900
-
-
-def _run(args, **kwargs):
-    return subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
-
-
-def _history(model_dir):
-    with open(os.path.join(model_dir, "search_history.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _check_genotype(path):
-    genotype = gt.load(str(path))  # validates: known ops, input ranges, 2 inputs per node
-    for cell_type in gt.CELL_TYPES:
-        edges, _ = genotype.cell(cell_type)
-        assert all(op != "none" for op, _ in edges)
-        assert len(edges) == 8
-    return genotype
+from cli_util import DEMO, ENV, REPO, TIMEOUT, check_genotype, run  # noqa: E402
 
 
 PCDARTS = DEMO + ["--mode=search", "--search=pcdarts", "--search_epochs=2", "--arch_freeze_epochs=1"]
@@ -48,7 +22,7 @@ def test_pcdarts_search_end_to_end_and_reproducible(tmp_path):
     for process in processes:
         _, err = process.communicate(timeout=TIMEOUT)
         assert process.returncode == 0, err[-4000:]
-    first, second = (_check_genotype(d / "genotype.json") for d in dirs)
+    first, second = (check_genotype(d / "genotype.json") for d in dirs)
     assert first == second
     assert (dirs[0] / "normal.png").exists()
 
@@ -66,7 +40,7 @@ def test_pcdarts_search_end_to_end_and_reproducible(tmp_path):
 )
 def test_bad_input_gives_a_clear_error(tmp_path, flags, message):
     flags = [f.replace("{tmp}", str(tmp_path / "empty")) for f in flags]
-    result = _run(DEMO + [f"--model_dir={tmp_path / 'run'}"] + flags)
+    result = run(DEMO + [f"--model_dir={tmp_path / 'run'}"] + flags)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr

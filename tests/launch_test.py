@@ -2,53 +2,29 @@
 resumed search."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from bnas_tf import genotypes as gt
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAUNCH = [sys.executable, "-m", "bnas_tf.launch"]
-DEMO = LAUNCH + ["--flagfile=configs/demo.flags"]
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-TIMEOUT = 900
-
-
-def _run(args, **kwargs):
-    return subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
-
-
-def _history(model_dir):
-    with open(os.path.join(model_dir, "search_history.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _check_genotype(path):
-    genotype = gt.load(str(path))  # validates: known ops, input ranges, 2 inputs per node
-    for cell_type in gt.CELL_TYPES:
-        edges, _ = genotype.cell(cell_type)
-        assert all(op != "none" for op, _ in edges)
-        assert len(edges) == 8
-    return genotype
+from cli_util import DEMO, ENV, REPO, TIMEOUT, check_genotype, read_history, run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The demo config, --mode=all: search (K 8 -> 1), training, export."""
     model_dir = tmp_path_factory.mktemp("demo")
-    result = _run(DEMO + [f"--model_dir={model_dir}"])
+    result = run(DEMO + [f"--model_dir={model_dir}"])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return model_dir, result
 
 
 def test_demo_search_runs_algorithm_1(demo):
     model_dir, _ = demo
-    history = _history(model_dir)
+    history = read_history(model_dir)
     rounds = [r for r in history if r["record"] == "round"]
     assert [r["k"] for r in rounds] == [8, 7, 6, 5, 4, 3, 2]  # 7 rounds, K from 8 to 1
     trials = [r for r in history if r["record"] == "trial"]
@@ -58,7 +34,7 @@ def test_demo_search_runs_algorithm_1(demo):
     last = rounds[-1]
     for cell_type in gt.CELL_TYPES:
         assert all(len(ops) == 1 for ops in last["ops_left"][cell_type])
-    _check_genotype(model_dir / "genotype.json")
+    check_genotype(model_dir / "genotype.json")
 
 
 def test_demo_writes_every_output(demo):
@@ -83,7 +59,7 @@ def test_demo_writes_every_output(demo):
 
 def test_killed_search_resumes_to_the_same_genotype(demo, tmp_path):
     """A real SIGKILL in the middle of a round; the same command finishes the search."""
-    reference = _check_genotype(demo[0] / "genotype.json")
+    reference = check_genotype(demo[0] / "genotype.json")
     model_dir = tmp_path / "resumed"
     args = DEMO + [f"--model_dir={model_dir}", "--mode=search"]
     process = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -92,7 +68,7 @@ def test_killed_search_resumes_to_the_same_genotype(demo, tmp_path):
     try:
         while time.time() < deadline:
             if history_path.exists():
-                records = _history(model_dir)
+                records = read_history(model_dir)
                 round2 = [r for r in records if r["record"] == "trial" and r["round"] == 2]
                 if round2 and not any(r["record"] == "round" and r["round"] == 2 for r in records):
                     break  # mid-round 2: a trial of it finished, the round has not
@@ -104,13 +80,13 @@ def test_killed_search_resumes_to_the_same_genotype(demo, tmp_path):
         if process.poll() is None:
             process.kill()
     assert not (model_dir / "genotype.json").exists()
-    result = _run(args)
+    result = run(args)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Restored the search checkpoint" in result.stderr
-    assert _check_genotype(model_dir / "genotype.json") == reference
-    history = _history(model_dir)
+    assert check_genotype(model_dir / "genotype.json") == reference
+    history = read_history(model_dir)
     trials = [r["trial_id"] for r in history if r["record"] == "trial"]
     assert len(trials) == len(set(trials))  # no trial counted twice
-    reference_trials = [r for r in _history(demo[0]) if r["record"] == "trial"]
+    reference_trials = [r for r in read_history(demo[0]) if r["record"] == "trial"]
     assert len(trials) == len(reference_trials)  # none lost
     assert [r["k"] for r in history if r["record"] == "round"] == [8, 7, 6, 5, 4, 3, 2]
