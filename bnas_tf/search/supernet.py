@@ -83,8 +83,9 @@ class OpTemplates:
     def call(self, key, layer, x, training):
         """(output, amplitude loss) of `layer` on `x`, through the shared function."""
         fn = self._function(key, layer)
-        trainable = [v.value for v in layer.trainable_variables]
-        non_trainable = [v.value for v in layer.non_trainable_variables]
+        # Values, not variables: a tf.function given a tf.distribute variable reuses the graph traced for another.
+        trainable = [tf.convert_to_tensor(v) for v in layer.trainable_variables]
+        non_trainable = [tf.convert_to_tensor(v) for v in layer.non_trainable_variables]
         y, new, amp = fn(trainable, non_trainable, x, bool(training))
         if training:
             for variable, value in zip(layer.non_trainable_variables, new):
