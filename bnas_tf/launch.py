@@ -50,8 +50,12 @@ def define_flags():
                       "(the paper: second and fourth of 6). Empty: DARTS's rule, layers//3 and 2*layers//3.")
     flags.DEFINE_integer("partial_channels", 2, "C of PC-DARTS: 1/C of the channels enter the operations "
                          "(2 in the paper for CIFAR-10, 4 in the PC-DARTS code).", lower_bound=1)
-    flags.DEFINE_integer("search_batch_size", 128, "Global batch of the warm-up and PC-DARTS epochs.", lower_bound=1)
-    flags.DEFINE_integer("trial_batch_size", 400, "Global batch of the sampled architectures.", lower_bound=1)
+    flags.DEFINE_integer("search_batch_size", 128,
+                         "Batch per replica of the warm-up and PC-DARTS epochs (global batch: this "
+                         "times the replicas).", lower_bound=1)
+    flags.DEFINE_integer("trial_batch_size", 400,
+                         "Batch per replica of the sampled architectures (global batch: this times "
+                         "the replicas).", lower_bound=1)
     flags.DEFINE_integer("search_epochs", 50, "Epochs of a plain PC-DARTS search.", lower_bound=1)
     flags.DEFINE_integer("arch_freeze_epochs", 15, "Plain PC-DARTS: epochs with alpha/beta frozen.", lower_bound=0)
     flags.DEFINE_float("search_learning_rate", 0.025, "Weight learning rate of the search (cosine to 0).",
@@ -73,7 +77,9 @@ def define_flags():
                         "(DARTS_V2, PC_DARTS, ...). Default: --model_dir/genotype.json.")
     flags.DEFINE_integer("init_channels", 36, "Initial channels of the evaluation network.", lower_bound=2)
     flags.DEFINE_integer("layers", 20, "Cells of the evaluation network.", lower_bound=3)
-    flags.DEFINE_integer("batch_size", 96, "Global training batch of the evaluation network.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 96,
+                         "Training batch per replica of the evaluation network (global batch: this "
+                         "times the replicas).", lower_bound=1)
     flags.DEFINE_integer("epochs", 600, "Training epochs of the evaluation network.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 0.025, "Initial SGD learning rate (cosine to 0).", lower_bound=0.0)
     flags.DEFINE_float("weight_decay", 3e-4, "L2 weight decay.", lower_bound=0.0)
@@ -127,8 +133,8 @@ def search_config(replicas=1):
         binarization=FLAGS.binarize,
         binary_activations=FLAGS.binary_activations,
         theta=FLAGS.theta,
-        batch_size=FLAGS.search_batch_size,
-        trial_batch_size=FLAGS.trial_batch_size,
+        batch_size=FLAGS.search_batch_size * replicas,
+        trial_batch_size=FLAGS.trial_batch_size * replicas,
         learning_rate=FLAGS.search_learning_rate * scale,
         weight_decay=FLAGS.search_weight_decay,
         arch_learning_rate=FLAGS.arch_learning_rate * scale,
@@ -154,6 +160,8 @@ def run_search(strategy):
     from bnas_tf.search.tuner import run_bnas
 
     config = search_config(strategy.num_replicas_in_sync)
+    logging.info("Global batch: %d (search) and %d (trials), per-replica batch times %d replica(s).",
+                 config.batch_size, config.trial_batch_size, strategy.num_replicas_in_sync)
     search_dir = FLAGS.model_dir
     if os.path.exists(os.path.join(search_dir, "genotype.json")) and FLAGS.mode == "all":
         from bnas_tf import genotypes
@@ -194,7 +202,7 @@ def run_train(strategy, genotype):
         model_dir=os.path.join(FLAGS.model_dir, "train"),
         data_dir=FLAGS.data_dir,
         epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size,
+        batch_size=FLAGS.batch_size * strategy.num_replicas_in_sync,
         learning_rate=FLAGS.learning_rate * (strategy.num_replicas_in_sync if FLAGS.scale_learning_rate else 1),
         weight_decay=FLAGS.weight_decay,
         grad_clip=FLAGS.grad_clip,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One machine, N GPUs: MirroredStrategy over the first N GPUs (of
-# CUDA_VISIBLE_DEVICES if set, else GPUs 0..N-1). Batch sizes are global:
-# each GPU gets batch/N; add --scale_learning_rate to multiply the learning
-# rates by N.
+# CUDA_VISIBLE_DEVICES if set, else GPUs 0..N-1). Batch flags are per GPU:
+# the global batch is N times the flag; add --scale_learning_rate to multiply
+# the learning rates by N.
 #
 #   launch/multi_gpu.sh 4 --flagfile=configs/cifar.flags --model_dir=runs/cifar4
 set -euo pipefail
