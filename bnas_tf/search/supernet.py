@@ -34,6 +34,7 @@ from bnas_tf import genotypes as gt
 from bnas_tf import layers
 from bnas_tf.errors import ConfigError
 from bnas_tf.ops import make_op
+from bnas_tf.search.fused import FusedOps
 
 
 def channel_shuffle(x, groups):
@@ -211,8 +212,10 @@ class SearchCell(keras.layers.Layer):
         # instead run `call` symbolically, tracing every branch once more.
         pass
 
-    def call(self, s0, s1, edge_weights, op_weights=None, alive=None, choice=None, training=None):
+    def call(self, s0, s1, edge_weights, op_weights=None, alive=None, choice=None, training=None, fused=None):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        if fused is not None:
+            return self._call_fused(states, edge_weights, op_weights, alive, choice, training, fused)
         amp = ops.zeros(())
         offset = 0
         for node in range(gt.STEPS):
@@ -230,6 +233,83 @@ class SearchCell(keras.layers.Layer):
             offset += node + 2
             states.append(total)
         return ops.concatenate(states[2:], axis=-1), amp
+
+    def _call_fused(self, states, edge_weights, op_weights, alive, choice, training, fused):
+        """`call` with the edges leaving each node fused (`fused.FusedOps`).
+
+        Node j = sum_i beta_ij shuffle(concat(m_ij, r_i)) is computed as
+        shuffle(concat(sum_i beta_ij m_ij, sum_i beta_ij r_i)): the shuffle is a
+        permutation, so one per node gives the same result as one per edge.
+        """
+        first = self.edges[0]
+        sub, partial = first.sub_channels, first.partial_channels
+        amp = ops.zeros(())
+        mixed, rests, parts = {}, {}, {}
+        for src in range(gt.STEPS + 2):
+            if src >= 2:
+                states.append(self._node(src, mixed, rests, parts, edge_weights))
+            if src == gt.STEPS + 1:
+                break
+            out_edges = [e for e, (s, _) in enumerate(gt.EDGES) if s == src]
+            edge = self.edges[out_edges[0]]
+            x = states[src]
+            if partial > 1:
+                part, rest = tf.split(x, [sub, x.shape[-1] - sub], axis=-1)
+                rests[src] = rest if edge.bypass_pool is None else edge.bypass_pool(rest)
+            else:
+                part = x
+            parts[src] = part
+            amp = amp + self._fused_source(out_edges, part, op_weights, alive, choice, training, fused, mixed)
+        return ops.concatenate(states[2:], axis=-1), amp
+
+    def _fused_source(self, out_edges, part, op_weights, alive, choice, training, fused, mixed):
+        """Runs every operation of the edges `out_edges` (one source) on `part`; fills `mixed`."""
+        amp = ops.zeros(())
+        acc, extras = None, {e: [] for e in out_edges}
+        primitives = self.edges[out_edges[0]].primitives
+        strides = self.edges[out_edges[0]].strides
+        for k, name in enumerate(primitives):
+            if name == "none":
+                continue  # o(x) = 0 adds nothing: never computed.
+            members = [e for e in out_edges if (choice[e] == k if choice is not None else k in alive[e])]
+            if not members:
+                continue
+            y, loss = fused.call((name, strides, part.shape[-1]), [self.edges[e].candidates[k] for e in members],
+                                 part, training)
+            amp = amp + loss
+            if choice is None:
+                w = tf.gather(op_weights[:, k], members)
+            else:
+                w = tf.ones([len(members)], dtype=y.dtype)
+            shared = len(y.shape) == 4
+            if members == out_edges:
+                term = (y[..., None] if shared else y) * w
+                acc = term if acc is None else acc + term
+            else:
+                for i, e in enumerate(members):
+                    extras[e].append((y if shared else y[..., i]) * w[i])
+        columns = tf.unstack(acc, axis=-1) if acc is not None else [None] * len(out_edges)
+        for e, column in zip(out_edges, columns):
+            terms = ([column] if column is not None else []) + extras[e]
+            mixed[e] = tf.add_n(terms) if terms else None
+        return amp
+
+    def _node(self, dst, mixed, rests, parts, edge_weights):
+        m = r = None
+        for e, (src, d) in enumerate(gt.EDGES):
+            if d != dst:
+                continue
+            w = edge_weights[e]
+            if mixed[e] is not None:
+                m = w * mixed[e] if m is None else m + w * mixed[e]
+            if src in rests:
+                r = w * rests[src] if r is None else r + w * rests[src]
+        if m is None:  # every incoming edge gives zero
+            e = next(e for e, (src, d) in enumerate(gt.EDGES) if d == dst)
+            m = self.edges[e]._zeros(parts[gt.EDGES[e][0]])
+        if r is None:
+            return m
+        return channel_shuffle(ops.concatenate([m, r], axis=-1), self.edges[0].partial_channels)
 
 
 def default_reduction_cells(num_layers):
@@ -298,6 +378,8 @@ class Supernet(keras.Model):
         c_curr = init_channels
         self.cells = []
         self._templates = OpTemplates()
+        self._fused_ops = FusedOps()
+        self.fuse_edges = False  # the building call below runs the per-edge layers
         reduction_prev = False
         for i in range(num_layers):
             reduction = i in reduction_cells
@@ -328,6 +410,8 @@ class Supernet(keras.Model):
         for conv in layers.pcnn_convs(self):
             conv.adds_amplitude_loss = False
         self._pcnn = bool(layers.pcnn_convs(self)) and theta > 0
+        # Edges leaving the same node run fused (`bnas_tf.search.fused`); False runs each edge's layers.
+        self.fuse_edges = True
 
     def build(self, *args, **kwargs):
         # Sublayers build on the first (eager) call; Keras's default would
@@ -429,6 +513,7 @@ class Supernet(keras.Model):
                 alive=None if choice is not None else self.alive[t],
                 choice=row,
                 training=training,
+                fused=self._fused_ops if self.fuse_edges else None,
             )
             amp = amp + loss
             s0, s1 = s1, out

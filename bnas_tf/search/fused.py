@@ -1,0 +1,304 @@
+"""Edges that read the same input run as one wide operation.
+
+In a cell of the supernet every edge leaving a node applies the same
+candidate operations to the same tensor: PC-DARTS feeds each edge the first
+C/c channels of its source node (Eq. 6), and the source is shared by the 4,
+4, 3, 2 and 1 edges leaving nodes 0 to 4. `FusedOps` runs operation k of E
+such edges as one operation over E times the channels, each edge with its
+own weights:
+
+- a depthwise convolution on the shared input becomes one depthwise
+  convolution with channel multiplier E (kernels stacked), and on E
+  different inputs one depthwise convolution over E x C channels;
+- a 1 x 1 convolution on the shared input becomes one convolution to E x C'
+  channels, and on E different inputs one with a block-diagonal kernel
+  (edge e's kernel in block e, zeros elsewhere, so the outputs do not mix);
+- ReLU, the sign of binary activations, PReLU, pooling and BatchNorm act
+  per channel, so they apply to the E x C channels at once.
+
+Activations are laid out channel-major, [N, H, W, C, E] (flattened to
+[N, H, W, C * E] for the convolutions), and parameter-free work on a
+shared input (pooling, its BatchNorm statistics in training, the identity)
+is done once. The mathematics of each edge is unchanged: each binarized
+kernel is X_hat = A_hat (.) sign(X) of its own edge (Eq. 1), its amplitude
+loss is Eq. 2, BatchNorm statistics are per channel of each edge. The tests
+hold a fused cell to the per-edge layers, outputs and gradients.
+
+As in `supernet.OpTemplates`, each fused operation is traced once per
+(operation, stride, input shape, training), for any number of edges E, and
+called with the variable values of its edges stacked along a leading axis,
+so that tracing a supernet stays fast.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from bnas_tf import layers as bl
+from bnas_tf import quantizers
+from bnas_tf import ops as bops
+from bnas_tf.errors import ConfigError
+
+
+def _sublayers(op):
+    """The sequential body of operation `op` as (kind, layer) pairs."""
+    if isinstance(op, bops.PoolBN):
+        body = [("pool", op)] + ([("bn", op.bn)] if op.bn is not None else [])
+        return body
+    if isinstance(op, (bl.BinarizedSepConv, bl.BinarizedDilConv)):
+        out = []
+        for layer in op._body:
+            if isinstance(layer, keras.layers.PReLU):
+                out.append(("prelu", layer))
+            elif isinstance(layer, keras.layers.ReLU):
+                out.append(("relu", layer))
+            elif isinstance(layer, bl.BinarizedDepthwiseConv2D):
+                out.append(("dw", layer))
+            elif isinstance(layer, bl.BinarizedConv2D):
+                out.append(("conv", layer))
+            elif isinstance(layer, keras.layers.BatchNormalization):
+                out.append(("bn", layer))
+            else:
+                raise ConfigError(f"Cannot fuse layer {layer.name!r} of {op.name!r}.")
+        return out
+    if isinstance(op, bl.FactorizedReduce):
+        act = ("prelu" if isinstance(op.act, keras.layers.PReLU) else "relu", op.act)
+        return [act, ("fr_convs", op), ("bn", op.bn)]
+    if isinstance(op, keras.layers.Identity):
+        return []
+    raise ConfigError(f"Cannot fuse operation {op.name!r} ({type(op).__name__}).")
+
+
+def _conv_vars(conv):
+    return [conv.kernel] + ([conv.amplitude] if conv.binarization == "pcnn" else [])
+
+
+def _variables(op):
+    """(read, written): op's variables in the order the fused function consumes
+    them, and the BatchNorm statistics it returns new values for."""
+    read, written = [], []
+    for kind, layer in _sublayers(op):
+        if kind == "prelu":
+            read.append(layer.alpha)
+        elif kind in ("dw", "conv"):
+            read += _conv_vars(layer)
+        elif kind == "fr_convs":
+            read += _conv_vars(layer.conv_1) + _conv_vars(layer.conv_2)
+        elif kind == "bn":
+            if layer.center or layer.scale:
+                raise ConfigError("Fused operations need BatchNorm without affine parameters (as in the supernet).")
+            read += [layer.moving_mean, layer.moving_variance]
+            written += [layer.moving_mean, layer.moving_variance]
+    return read, written
+
+
+class _Activations:
+    """A tensor that is either shared by the E edges ([N, H, W, C]) or per edge ([N, H, W, C, E]).
+
+    E is dynamic: one traced function serves any number of edges.
+    """
+
+    def __init__(self, value, shared):
+        self.value, self.shared = value, shared
+
+    def flat(self):
+        """[N, H, W, C * E], channel-major (per edge only)."""
+        s = tf.shape(self.value)
+        return tf.reshape(self.value, [s[0], s[1], s[2], -1])
+
+    @classmethod
+    def from_flat(cls, flat, channels):
+        s = tf.shape(flat)
+        return cls(tf.reshape(flat, [s[0], s[1], s[2], channels, -1]), False)
+
+
+def _mean_broadcast(amplitude):
+    """A_hat per edge: mean(A_e) in every element of A_e; dA_hat/dA := 1 (as `amplitude.mean_broadcast`)."""
+
+    @tf.custom_gradient
+    def _call(a):
+        axes = list(range(1, len(a.shape)))
+        return tf.ones_like(a) * tf.reduce_mean(a, axis=axes, keepdims=True), lambda upstream: upstream
+
+    return _call(amplitude)
+
+
+def _binarized_kernels(conv, values, depthwise):
+    """(X_hat of every edge, stacked [E, ...], their amplitude loss or None): Eqs. 1 and 2.
+
+    The per-edge form of `layers._BinarizedKernelMixin.binarized_kernel` and
+    `amplitude.pcnn_amplitude_loss`.
+    """
+    kernel = values[0]
+    if conv.binarization == "pcnn":
+        a_hat = _mean_broadcast(values[1])
+        loss = None
+        if conv.theta > 0:
+            direction = tf.stop_gradient(quantizers.sign(kernel))
+            loss = 0.5 * conv.theta * tf.reduce_sum(tf.square(kernel - a_hat * direction))
+        return a_hat * quantizers.ste_sign(kernel), loss
+    if conv.binarization == "xnor":
+        axes = [1, 2] if depthwise else [1, 2, 3]
+        scale = tf.stop_gradient(tf.reduce_mean(tf.abs(kernel), axis=axes, keepdims=True))
+        return scale * quantizers.ste_sign(kernel), None
+    return kernel, None
+
+
+def _quantize(conv, x):
+    return x if conv.input_quantizer is None else conv.input_quantizer(x)
+
+
+def _depthwise(conv, h, kernels):
+    """Each edge's depthwise convolution; kernels [E, k, k, C, 1]."""
+    stacked = tf.transpose(kernels[..., 0], [1, 2, 3, 0])  # [k, k, C, E]: channel c, edge e -> c * E + e
+    k0, k1, channels = kernels.shape[1], kernels.shape[2], kernels.shape[3]
+    if h.shared:
+        x, kernel = h.value, stacked
+    else:
+        x, kernel = h.flat(), tf.reshape(stacked, [k0, k1, -1, 1])
+    x = _quantize(conv, x)
+    strides = [1, *conv.strides, 1]
+
+    def depthwise(inputs, num_spatial_dims=2, padding=conv.padding.upper()):
+        # The raw op accepts a kernel whose channel count is only known at run time.
+        return tf.raw_ops.DepthwiseConv2dNative(input=inputs, filter=kernel, strides=strides, padding=padding)
+
+    if tuple(conv.dilation_rate) == (1, 1):
+        y = depthwise(x)
+    else:  # what tf.nn.depthwise_conv2d does for dilations, without needing static channels
+        y = tf.nn.with_space_to_batch(x, dilation_rate=list(conv.dilation_rate), padding=conv.padding.upper(),
+                                      op=depthwise, filter_shape=[k0, k1])
+    return _Activations.from_flat(y, channels)
+
+
+def _pointwise(conv, h, kernels):
+    """Each edge's 1 x 1 convolution; kernels [E, 1, 1, C, D]."""
+    stacked = tf.transpose(kernels[:, 0, 0], [1, 2, 0])  # [C, D, E]
+    c, d = kernels.shape[3], kernels.shape[4]
+    edges = tf.shape(kernels)[0]
+    if h.shared:
+        kernel = tf.reshape(stacked, [1, 1, c, -1])
+        x = h.value
+    else:
+        # Block diagonal: rows (c, e), columns (d, f), edge e's kernel where e == f.
+        eye = tf.eye(edges, dtype=stacked.dtype)
+        kernel = tf.reshape(tf.einsum("cde,ef->cedf", stacked, eye), [1, 1, c * edges, d * edges])
+        x = h.flat()
+    y = tf.nn.conv2d(_quantize(conv, x), kernel, [1, *conv.strides, 1], conv.padding.upper())
+    return _Activations.from_flat(y, d)
+
+
+def _batch_norm(bn, h, moving_mean, moving_var, training):
+    """BatchNorm without affine parameters, per channel of each edge; statistics [E, C].
+
+    Returns the output and the new statistics (unchanged when not training).
+    """
+    momentum, eps = bn.momentum, bn.epsilon
+    mm, mv = tf.transpose(moving_mean), tf.transpose(moving_var)  # [C, E]
+    if training:
+        mean, var = ops.moments(h.value, axes=[0, 1, 2])  # [C] shared, or [C, E]
+        y = tf.nn.batch_normalization(h.value, mean, var, None, None, eps)
+        if h.shared:
+            mean, var = mean[:, None], var[:, None]
+        new_mean = mm * momentum + mean * (1.0 - momentum)
+        new_var = mv * momentum + var * (1.0 - momentum)
+        return _Activations(y, h.shared), [tf.transpose(new_mean), tf.transpose(new_var)]
+    x = h.value[..., None] if h.shared else h.value
+    y = tf.nn.batch_normalization(x, mm, mv, None, None, eps)
+    return _Activations(y, False), [moving_mean, moving_var]
+
+
+def _prelu(h, alpha):
+    """Keras's PReLU, relu(x) - alpha * relu(-x), with each edge's alpha; alpha [E, 1, 1, C]."""
+    alpha = tf.transpose(alpha[:, 0, 0])  # [C, E]
+    x = h.value[..., None] if h.shared else h.value
+    return _Activations(ops.relu(x) + (-alpha) * ops.relu(-x), False)
+
+
+def _run_body(template, x, values, training):
+    """Applies `template`'s operation of every edge to `x`; see the module docstring.
+
+    `values` are the edges' variables stacked, [E, ...] each, in `_variables` order.
+    """
+    h = _Activations(x, True)
+    cursor = [0]
+    new_stats, losses = [], []
+
+    def take(n):
+        out = values[cursor[0] : cursor[0] + n]
+        cursor[0] += n
+        return out
+
+    def kernels(conv, depthwise):
+        kernel, loss = _binarized_kernels(conv, take(2 if conv.binarization == "pcnn" else 1), depthwise)
+        if loss is not None:
+            losses.append(loss)
+        return kernel
+
+    for kind, layer in _sublayers(template):
+        if kind == "relu":
+            h = _Activations(ops.relu(h.value), h.shared)
+        elif kind == "prelu":
+            h = _prelu(h, take(1)[0])
+        elif kind == "pool":
+            h = _Activations(layer.pool(h.value), True)  # first in its body: the input is shared
+        elif kind == "dw":
+            h = _depthwise(layer, h, kernels(layer, True))
+        elif kind == "conv":
+            h = _pointwise(layer, h, kernels(layer, False))
+        elif kind == "fr_convs":
+            k1 = kernels(layer.conv_1, False)
+            k2 = kernels(layer.conv_2, False)
+            pad = [[0, 0], [0, 1], [0, 1], [0, 0]] + ([] if h.shared else [[0, 0]])
+            shifted = _Activations(tf.pad(h.value[:, 1:, 1:], pad), h.shared)
+            y1 = _pointwise(layer.conv_1, h, k1)
+            y2 = _pointwise(layer.conv_2, shifted, k2)
+            h = _Activations(tf.concat([y1.value, y2.value], axis=3), False)
+        elif kind == "bn":
+            moving_mean, moving_var = take(2)
+            h, new = _batch_norm(layer, h, moving_mean, moving_var, training)
+            new_stats += new
+    loss = tf.add_n(losses) if losses else ops.zeros(())
+    return h.value, new_stats, loss
+
+
+class FusedOps:
+    """One traced function per fused operation kind, for any number of edges; see the module docstring."""
+
+    def __init__(self):
+        self._fns = {}
+
+    def _function(self, key, template, x, values, training):
+        if key not in self._fns:
+
+            def run(x, values):
+                return _run_body(template, x, values, training)
+
+            signature = [
+                tf.TensorSpec([None] + list(x.shape[1:]), x.dtype),
+                [tf.TensorSpec([None] + list(v.shape[1:]), v.dtype) for v in values],
+            ]
+            self._fns[key] = tf.function(run, input_signature=signature, autograph=False)
+        return self._fns[key]
+
+    def call(self, key, ops_, x, training):
+        """(y, amplitude loss) of the operations `ops_` (one per edge, same kind) on `x`.
+
+        y is [N, H, W, C] when every edge gives the same output (identity,
+        pooling in training), else [N, H, W, C, E].
+        """
+        template = ops_[0]
+        if not _sublayers(template):
+            return x, ops.zeros(())
+        read = [_variables(op) for op in ops_]
+        # Values, not variables: a tf.function given a tf.distribute variable reuses the graph traced for another.
+        values = [tf.stack([tf.convert_to_tensor(r[i]) for r, _ in read]) for i in range(len(read[0][0]))]
+        fn = self._function(key + (tuple(x.shape[1:]), bool(training)), template, x, values, bool(training))
+        y, new_stats, loss = fn(x, values)
+        if len(y.shape) == 5:
+            y = tf.ensure_shape(y, [None] * 4 + [len(ops_)])
+        if training:
+            for i, (_, written) in enumerate(read):
+                for variable, value in zip(written, new_stats):
+                    variable.assign(value[i])
+        return y, loss

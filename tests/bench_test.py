@@ -1,0 +1,108 @@
+"""`python -m bnas_tf.bench`: a --quick --json run in a subprocess, and its pure helpers.
+
+The subprocess runs the two step sections at tiny sizes (a 2-cell supernet,
+batch 4; tracing dominates its time); the other sections share their code
+paths with the search and export tests and take minutes even when tiny.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bnas_tf import bench
+
+
+def _finite_positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_json_run():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnas_tf.bench", "--quick", "--json", "--sections=supernet,subnet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stdout[-2000:]  # one JSON object, nothing else on stdout
+    results = json.loads(lines[0])
+    for key in ("supernet_images_per_s", "subnet_images_per_s", "peak_rss_mb", "supernet_step_s", "subnet_step_s"):
+        assert _finite_positive(results[key]), (key, results[key])
+    assert results["preset"] == "quick"
+    assert results["sections"] == ["supernet", "subnet"]
+    settings = [(row["setting"], row["batch"]) for row in results["supernet"]]
+    assert settings == [("pcdarts", 4), ("bnas", 4)]
+    for row in results["supernet"] + [results["subnet"]]:
+        for key in ("step_s", "images_per_s", "warmup_s"):
+            assert _finite_positive(row[key]), (key, row)
+        assert len(row["step_s_all"]) == 2  # quick: two timings, the median reported
+    assert results["supernet"][0]["config"]["binarization"] == "none"
+    assert results["supernet"][1]["config"]["binarization"] == "pcnn"
+    assert results["supernet_images_per_s"] == results["supernet"][0]["images_per_s"]
+    assert all(_finite_positive(row["peak_rss_mb_after"]) for row in results["supernet"])
+    assert results["peak_rss_mb"] >= results["supernet"][0]["peak_rss_mb_after"]
+    assert results["machine"]["usable_cpus"] >= 1
+    (target,) = [t for t in results["targets"] if t["target"].startswith("single-path")]
+    assert target["met"] in (True, False) and _finite_positive(target["value"])
+
+
+def test_parse_args():
+    args, cfg = bench.parse_args(["--quick", "--sections=export,supernet", "--batches=16,8", "--repeats=4"])
+    assert args.sections == ["supernet", "export"]  # run in the fixed order
+    assert cfg.name == "quick" and cfg.batches == (16, 8) and cfg.repeats == 4
+    args, cfg = bench.parse_args([])
+    assert args.sections == list(bench.SECTIONS)
+    assert (cfg.pcdarts_layers, cfg.pcdarts_channels, cfg.pcdarts_partial, cfg.pcdarts_reduction) == (8, 16, 4, None)
+    assert cfg.batches == (32, 64)
+    assert (cfg.bnas_layers, cfg.bnas_reduction, cfg.bnas_partial, cfg.bnas_binarization) == (6, (1, 3), 2, "pcnn")
+    for bad in (["--sections=supernet,gpu"], ["--batches=32,x"], ["--repeats=0"], ["--threads=-1"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+
+
+def test_nested_alive_keeps_subsets():
+    from bnas_tf import genotypes as gt
+
+    alive = bench.nested_alive(gt.PRIMITIVES, (8, 6, 4, 2))
+    for t in gt.CELL_TYPES:
+        for e in range(gt.NUM_EDGES):
+            assert len(alive[8][t][e]) == 8
+            for big, small in ((8, 6), (6, 4), (4, 2)):
+                assert len(alive[small][t][e]) == small
+                assert set(alive[small][t][e]) <= set(alive[big][t][e])
+    assert alive == bench.nested_alive(gt.PRIMITIVES, (8, 6, 4, 2))  # seeded
+
+
+def test_targets():
+    results = {
+        "supernet": [
+            {"setting": "pcdarts", "batch": 32, "images_per_s": 10.0, "peak_rss_mb_after": 1000.0},
+            {"setting": "bnas", "batch": 32, "images_per_s": 5.0, "peak_rss_mb_after": 1200.0},
+        ],
+        "supernet_step_s": 3.2,
+        "subnet_step_s": 0.4,
+        "subnet": {"step_s": 0.4},
+        "abandon": {"rows": [{"k": 8, "step_s": 3.0}, {"k": 2, "step_s": 2.0}]},
+        "search": {"bnas_over_pcdarts": 0.4},
+        "export": {"lce_over_tflite_bytes": 0.5},
+        "torch_reference": {"results": {"32": {"images_per_s": 4.0, "peak_rss_mb_after": 2000.0}}},
+    }
+    got = {t["target"]: (t["value"], t["met"]) for t in bench.targets(results)}
+    assert got["supernet images/s / PyTorch, batch 32"] == (2.5, True)
+    assert got["peak RSS after batch 32 / PyTorch"] == (0.5, True)
+    assert got["single-path step time / supernet step time"] == (0.125, True)
+    assert got["supernet step time K=2 / K=8"][1] is False
+    assert got["BNAS / PC-DARTS search wall time, equal epochs"] == (0.4, True)
+    assert got["LCE bytes / float TFLite bytes, 1-bit network"] == (0.5, False)
+    del results["torch_reference"]
+    got = {t["target"]: t["met"] for t in bench.targets(results)}
+    assert got["supernet images/s / PyTorch, batch 32"] is None  # not measured without the reference

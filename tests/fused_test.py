@@ -1,0 +1,126 @@
+"""Fused edges (`bnas_tf.search.fused`) compute what each edge's own layers compute.
+
+The reference is the supernet with `fuse_edges=False`: every edge runs its
+Keras layers (`BinarizedSepConv`, `BinarizedDilConv`, `FactorizedReduce`,
+`PoolBN`, ...) one by one, as PC-DARTS's `MixedOp` does. Both run from the
+same weights, perturbed so that no two edges hold equal values, and must give
+the same logits, the same gradient for every trainable variable (alpha, beta,
+PCNN amplitudes and PReLU slopes included) and the same BatchNorm statistics
+afterwards, in training and inference mode, in mixed mode with every
+operation alive, with random abandoned operations, and on sampled single
+paths.
+
+The comparison runs in float64: with binary activations sign() turns a
+1e-7 rounding difference (another summation order in a wider depthwise
+convolution) into a flipped activation, so float32 runs can differ by O(1)
+for the same mathematics. In float64 both paths agree to ~1e-15; the
+tolerance 1e-9 (relative) separates rounding from any real difference, which
+is O(1e-2) or more (a kernel of another edge, a missing amplitude, a
+statistic not written back).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnas_tf import genotypes as gt
+from bnas_tf.search.supernet import Supernet
+
+TOLERANCE = 1e-9
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx(previous)
+
+
+def _step(model, x, y, training, choice):
+    """(logits, gradients, variable values after the call); restores the variables."""
+    before = [v.numpy() for v in model.variables]
+    with tf.GradientTape() as tape:
+        logits = model(x, training=training, choice=choice)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        if model.losses:
+            loss += tf.add_n(model.losses)
+    grads = tape.gradient(loss, model.trainable_variables)
+    after = [v.numpy() for v in model.variables]
+    for variable, value in zip(model.variables, before):
+        variable.assign(value)
+    grads = [np.zeros(v.shape) if g is None else tf.convert_to_tensor(g).numpy() for g, v in zip(grads, model.trainable_variables)]
+    return logits.numpy(), grads, after
+
+
+def _relative(a, b):
+    return float(np.max(np.abs(a - b)) / max(1e-6, float(np.max(np.abs(a)))))
+
+
+CASES = {
+    "float_pc2": dict(binarization="none", partial_channels=2),
+    "pcnn_1bit_pc2_abandoned": dict(binarization="pcnn", binary_activations=True, partial_channels=2, abandon=True),
+    "xnor_pc1": dict(binarization="xnor", partial_channels=1),
+    "pcnn_1bit_single_path": dict(binarization="pcnn", binary_activations=True, partial_channels=2, single=True),
+    "float_pc4_single_path": dict(binarization="none", partial_channels=4, single=True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fused_supernet_matches_per_edge_layers(case):
+    options = dict(CASES[case])
+    abandon, single = options.pop("abandon", False), options.pop("single", False)
+    rng = np.random.default_rng(sorted(CASES).index(case))
+    model = Supernet(10, (8, 8, 3), init_channels=8, num_layers=2, reduction_cells=(1,), **options)
+    for v in model.trainable_variables:
+        v.assign(v.numpy() + rng.normal(0.0, 0.05, v.shape))
+    for v in model.non_trainable_variables:
+        if "moving" in v.path:
+            v.assign(v.numpy() + rng.uniform(0.0, 0.2, v.shape))
+    if abandon:
+        model.set_alive({
+            t: [list(rng.choice(gt.PRIMITIVES, size=rng.integers(1, 8), replace=False)) for _ in range(gt.NUM_EDGES)]
+            for t in gt.CELL_TYPES
+        })
+    choice = None
+    if single:
+        choice = tuple(tuple(int(i) for i in rng.integers(0, len(gt.PRIMITIVES), gt.NUM_EDGES)) for _ in gt.CELL_TYPES)
+    x = tf.constant(rng.normal(size=(4, 8, 8, 3)))
+    y = tf.constant(rng.integers(0, 10, 4))
+    before = [v.numpy() for v in model.variables]
+    for training in (True, False):
+        model.fuse_edges = False
+        ref = _step(model, x, y, training, choice)
+        model.fuse_edges = True
+        got = _step(model, x, y, training, choice)
+        assert _relative(ref[0], got[0]) < TOLERANCE, ("logits", training)
+        for v, a, b in zip(model.trainable_variables, ref[1], got[1]):
+            assert np.max(np.abs(a - b)) <= TOLERANCE * max(1e-3, float(np.max(np.abs(a)))), (v.path, training)
+        for v, a, b in zip(model.variables, ref[2], got[2]):
+            np.testing.assert_allclose(b, a, rtol=TOLERANCE, atol=TOLERANCE, err_msg=f"{v.path} {training}")
+        if training:  # not vacuous: the step moved the BatchNorm statistics, and gradients are not all zero
+            assert sum(np.max(np.abs(a - b)) > 1e-4 for a, b in zip(got[2], before)) >= 10
+            assert sum(np.max(np.abs(g)) > 0 for g in got[1]) >= (20 if single or abandon else len(got[1]) // 2)
+
+
+def test_fused_graph_has_fewer_depthwise_convolutions():
+    """Each source node runs one depthwise convolution per kind instead of one per edge."""
+    model = Supernet(10, (12, 12, 3), init_channels=8, num_layers=1, reduction_cells=(), partial_channels=2,
+                     binarization="none")
+    x = tf.zeros((2, 12, 12, 3))
+
+    def count(fused):
+        model.fuse_edges = fused
+        graph = tf.function(lambda t: model(t, training=True)).get_concrete_function(x).graph
+        n = sum(op.type == "DepthwiseConv2dNative" for op in graph.get_operations())
+        # Depthwise convolutions live inside the shared per-kind functions; count their calls.
+        library = graph.as_graph_def().library.function
+        per_fn = {f.signature.name: sum(node.op == "DepthwiseConv2dNative" for node in f.node_def) for f in library}
+        calls = [node for node in graph.as_graph_def().node if node.op in ("PartitionedCall", "StatefulPartitionedCall")]
+        return n + sum(per_fn.get(node.attr["f"].func.name, 0) for node in calls)
+
+    # Per edge: sep 3x3 and 5x5 have 2 depthwise convs each, dil 3x3 and 5x5 one: 6 per edge, 14 edges.
+    assert count(False) == 6 * gt.NUM_EDGES
+    # Fused: the same 6 per source node, 5 sources.
+    assert count(True) == 6 * 5
