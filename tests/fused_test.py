@@ -32,10 +32,12 @@ TOLERANCE = 1e-9
 
 @pytest.fixture(autouse=True)
 def float64():
-    previous = keras.config.floatx()
+    previous, policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")  # the policy is cached once any layer was built
     yield
     keras.config.set_floatx(previous)
+    keras.config.set_dtype_policy(policy)
 
 
 def _step(model, x, y, training, choice):
