@@ -628,6 +628,9 @@ def parse_args(argv=None):
     parser.add_argument("--torch_reference", help="PyTorch PC-DARTS step script (or its directory); see the module doc")
     parser.add_argument("--torch_python", default=sys.executable, help="Python that runs --torch_reference")
     parser.add_argument("--output", help="also write the JSON object to this file")
+    parser.add_argument("--readme", help="write the results table into this file (README.md), between "
+                                         f"{README_BEGIN} and {README_END}")
+    parser.add_argument("--from_json", help="format the results saved by --output instead of running")
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -763,14 +766,89 @@ def format_report(results):
     return "\n".join(lines)
 
 
+README_BEGIN = "<!-- bench:begin -->"
+README_END = "<!-- bench:end -->"
+
+
+def format_markdown(results, command):
+    """The README's results table (Markdown) for `results`, produced by `command`."""
+    m = results["machine"]
+    torch = results.get("torch_reference", {}).get("results", {})
+    out = [
+        f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, {m.get('memory_gb', '?')} GB; "
+        f"TensorFlow {results['versions']['tensorflow']}, Keras {results['versions']['keras']}"
+        + (f"; PyTorch {results['torch_reference'].get('torch_version')}" if "torch_reference" in results else "")
+        + f"; {results['threads']} threads; load average at start {results['load_average_start']}. "
+        f"Figures are medians of {results['timing']['repeats']} timings of {results['timing']['steps_per_timing']} "
+        f"steps after {results['timing']['warmup_steps']} warm-up steps.",
+        "",
+        f"Regenerate: `{command}`",
+        "",
+        "| Figure | bnas_tf | PyTorch PC-DARTS |",
+        "|---|---|---|",
+    ]
+    for row in results.get("supernet", []):
+        ref = torch.get(str(row["batch"])) if row["setting"] == "pcdarts" else None
+        setting = ("PC-DARTS setting (8 cells, C=16, 1/4 channels, float)" if row["setting"] == "pcdarts"
+                   else "BNAS setting (6 cells, C=16, 1/2 channels, PCNN)")
+        out.append(f"| supernet search step, {setting}, batch {row['batch']} | {row['images_per_s']:.1f} images/s "
+                   f"({row['step_s']:.2f} s) | " + (f"{ref['images_per_s']:.1f} images/s ({ref['step_s']:.2f} s)"
+                                                    if ref else "-") + " |")
+        if ref:
+            out.append(f"| peak RSS after batch {row['batch']} | {row['peak_rss_mb_after']:.0f} MB | "
+                       f"{ref['peak_rss_mb_after']:.0f} MB |")
+    if "subnet" in results:
+        row = results["subnet"]
+        out.append(f"| sampled single-path step, PC-DARTS setting, batch {row['batch']} | "
+                   f"{row['images_per_s']:.1f} images/s ({row['step_s']:.2f} s) | - |")
+    for row in results.get("abandon", {}).get("rows", []):
+        out.append(f"| supernet step, K={row['k']} operations per edge | {row['step_s']:.2f} s | - |")
+    if "search" in results:
+        s = results["search"]
+        out.append(f"| whole search on digits, {s['config']['epoch_units_each']} epoch units each: BNAS / PC-DARTS | "
+                   f"{s['bnas_wall_s']:.0f} s / {s['pcdarts_wall_s']:.0f} s | - |")
+    if "export" in results:
+        e = results["export"]
+        out.append(f"| exported 1-bit network: float TFLite / LCE bytes | {e['tflite_bytes']:,} / "
+                   f"{e['lce_tflite_bytes']:,} | - |")
+        out.append(f"| single-image latency, float TFLite / LCE (1 thread) | {e['tflite_latency_ms']:.2f} ms / "
+                   f"{e['lce_tflite_latency_ms']:.2f} ms | - |")
+    out += ["", "| Target | Bound | Measured | |", "|---|---|---|---|"]
+    for t in results["targets"]:
+        value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
+        met = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
+        out.append(f"| {t['target']} | {t['bound']} | {value} | {met} |")
+    return "\n".join(out)
+
+
+def update_readme(path, markdown):
+    """Replaces the text between the bench markers of `path` with `markdown`."""
+    with open(path) as f:
+        text = f.read()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"--readme: {path} has no {README_BEGIN} ... {README_END} section to replace")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path, "w") as f:
+        f.write(head + README_BEGIN + "\n" + markdown + "\n" + README_END + tail)
+
+
 def main(argv=None):
     args, cfg = parse_args(argv)
     with _stdout_to_stderr() as stdout:
-        results = run(args, cfg)
+        if args.from_json:
+            with open(args.from_json) as f:
+                results = json.load(f)
+        else:
+            results = run(args, cfg)
         text = json.dumps(results, default=_json_default, allow_nan=False)
         if args.output:
             with open(args.output, "w") as f:
                 f.write(text + "\n")
+        if args.readme:
+            command = "python -m bnas_tf.bench " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
+                                                            if not a.startswith("--from_json"))
+            update_readme(args.readme, format_markdown(results, command.strip()))
         if args.json:
             stdout.write(text + "\n")
         else:

@@ -106,3 +106,35 @@ def test_targets():
     del results["torch_reference"]
     got = {t["target"]: t["met"] for t in bench.targets(results)}
     assert got["supernet images/s / PyTorch, batch 32"] is None  # not measured without the reference
+
+
+def test_readme_table_is_written_between_the_markers(tmp_path):
+    results = {
+        "preset": "full",
+        "machine": {"cpu": "Test CPU", "usable_cpus": 2, "memory_gb": 24.0},
+        "versions": {"tensorflow": "2.21.0", "keras": "3.15.1"},
+        "threads": 2,
+        "load_average_start": [0.5, 0.5, 0.5],
+        "timing": {"repeats": 3, "steps_per_timing": 2, "warmup_steps": 2},
+        "supernet": [{"setting": "pcdarts", "batch": 32, "images_per_s": 12.0, "step_s": 2.67, "config": {},
+                      "peak_rss_mb_after": 1500.0}],
+        "subnet": {"batch": 32, "images_per_s": 80.0, "step_s": 0.4},
+        "torch_reference": {"torch_version": "2.13.0", "results": {"32": {"images_per_s": 6.0, "step_s": 5.33,
+                                                                           "peak_rss_mb_after": 1800.0}}},
+    }
+    results["supernet_step_s"], results["subnet_step_s"], results["peak_rss_mb"] = 2.67, 0.4, 1500.0
+    results["targets"] = bench.targets(results)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{bench.README_BEGIN}\nold table\n{bench.README_END}\n\nAfter.\n")
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps(results))
+    assert bench.main(["--from_json", str(saved), f"--readme={readme}"]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# Title") and text.endswith("After.\n")
+    assert "| supernet search step, PC-DARTS setting (8 cells, C=16, 1/4 channels, float), batch 32 | 12.0 images/s" in text
+    assert "| 6.0 images/s (5.33 s) |" in text
+    assert "| supernet images/s / PyTorch, batch 32 | >= 2 | 2.000 | met |" in text
+    assert "Test CPU, 2 usable CPUs" in text
+    readme.write_text("no markers")
+    with pytest.raises(SystemExit, match="no <!-- bench:begin -->"):
+        bench.main(["--from_json", str(saved), f"--readme={readme}"])
