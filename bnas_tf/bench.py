@@ -36,15 +36,15 @@ before 64), so that it compares with a PyTorch process run in the same order.
 goes to stderr). ``--quick`` shrinks every size for a smoke run (the tests).
 
 PyTorch reference (optional; bnas_tf never imports torch):
-``--torch_reference=PATH`` runs PATH (a script, or a directory holding
-``torch_reference.py``) with ``--torch_python`` (default: this interpreter)
-as ``PYTHON PATH --batches 32,64 --warmup W --steps S --repeats R
+``--torch_reference=DIR`` runs ``bnas_tf/bench_torch.py`` on DIR, a checkout
+of yuhuixu1993/PC-DARTS, with ``--torch_python`` (an interpreter with torch;
+default: this one); a file instead of a directory is run as the script. The
+command is ``PYTHON SCRIPT [--pcdarts_dir DIR] --batches 32,64 --warmup W --steps S --repeats R
 --threads T --layers 8 --channels 16`` and reads one JSON object from the
 last line of its stdout, of the form
 ``{"results": {"32": {"images_per_s": ..., "step_s": ...,
 "peak_rss_mb_after": ...}, ...}, "peak_rss_mb": ...}``. Its figures go under
-``torch_reference`` and into the target comparisons. The README's Benchmarks
-section says how to build such a script from the public PC-DARTS code.
+``torch_reference`` and into the target comparisons.
 
 Examples::
 
@@ -556,10 +556,16 @@ def bench_export(cfg, results):
 
 
 def run_torch_reference(path, python, cfg, threads):
-    script = os.path.join(path, "torch_reference.py") if os.path.isdir(path) else path
-    if not os.path.isfile(script):
-        raise SystemExit(f"--torch_reference: no script at {script}")
-    cmd = [python, script, "--batches", ",".join(str(b) for b in cfg.batches), "--warmup", str(cfg.warmup),
+    if os.path.isdir(path):  # a PC-DARTS checkout: run our step script on it
+        if not os.path.isfile(os.path.join(path, "model_search.py")):
+            raise SystemExit(f"--torch_reference: {path} is not a PC-DARTS checkout (no model_search.py)")
+        cmd = [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch.py"),
+               "--pcdarts_dir", path]
+    elif os.path.isfile(path):
+        cmd = [python, path]
+    else:
+        raise SystemExit(f"--torch_reference: no PC-DARTS checkout or script at {path}")
+    cmd += ["--batches", ",".join(str(b) for b in cfg.batches), "--warmup", str(cfg.warmup),
            "--steps", str(cfg.steps), "--repeats", str(cfg.repeats), "--threads", str(threads),
            "--layers", str(cfg.pcdarts_layers), "--channels", str(cfg.pcdarts_channels)]
     _log(f"torch reference: {' '.join(cmd)}")
