@@ -61,11 +61,12 @@ def _relative(a, b):
 
 
 CASES = {
+    # Every operation alive, float, half the channels.
     "float_pc2": dict(binarization="none", partial_channels=2),
+    # Random abandoned operations, PCNN amplitudes, 1-bit activations (PReLU, sign of the inputs).
     "pcnn_1bit_pc2_abandoned": dict(binarization="pcnn", binary_activations=True, partial_channels=2, abandon=True),
-    "xnor_pc1": dict(binarization="xnor", partial_channels=1),
-    "pcnn_1bit_single_path": dict(binarization="pcnn", binary_activations=True, partial_channels=2, single=True),
-    "float_pc4_single_path": dict(binarization="none", partial_channels=4, single=True),
+    # A sampled single path, XNOR, every channel through the operations (no bypass, no shuffle).
+    "xnor_pc1_single_path": dict(binarization="xnor", partial_channels=1, single=True),
 }
 
 

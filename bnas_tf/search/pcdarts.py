@@ -363,8 +363,17 @@ class Searcher:
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
             return correct, tf.cast(tf.shape(y)[0], tf.float32)
 
-        key = ("eval", choice if choice is not None else self._alive_key())
-        return self._distributed(key, replica)
+        if choice is None:
+            return self._distributed(("eval", self._alive_key()), replica)
+
+        # A sampled architecture is scored once, on a few held-out batches: run
+        # eagerly, its operations are the shared functions already traced for
+        # its training, which costs less than tracing a graph for it.
+        def eager(*args):
+            results = self.strategy.run(replica, args=args)
+            return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results)
+
+        return eager
 
     def _alive_key(self):
         alive = self.model.alive
