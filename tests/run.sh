@@ -7,6 +7,8 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q -r requirements-test.txt
 .venv/bin/python -m pip install -q --no-deps -e .
 export CUDA_VISIBLE_DEVICES="" TF_CPP_MIN_LOG_LEVEL=2
-# The longest files first, so that each starts at once on its own worker.
-.venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile \
-  tests/launch_test.py tests/distribute_test.py tests/cli_test.py tests "$@"
+# The longest files first, so that each starts at once on its own worker
+# (files named one by one: pytest would otherwise collect a directory in name order).
+first="tests/launch_test.py tests/distribute_test.py tests/cli_test.py"
+rest=$(ls tests/*_test.py | grep -v -e launch_test.py -e distribute_test.py -e cli_test.py)
+.venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $first $rest "$@"
