@@ -153,7 +153,15 @@ class BenchConfig:
 
 
 def peak_rss_mb():
-    """Peak resident set of this process in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """Peak resident set of this process in MB: VmHWM on Linux (ru_maxrss can carry a parent's
+    peak across exec), else ru_maxrss (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 

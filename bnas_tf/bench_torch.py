@@ -31,6 +31,14 @@ nn.Module.cuda = lambda self, *a, **k: self
 
 
 def peak_rss_mb():
+    """Peak resident set of this process: VmHWM (ru_maxrss can carry the parent's peak across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
