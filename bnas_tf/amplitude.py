@@ -67,15 +67,19 @@ class AbsConstraint(keras.constraints.Constraint):
         return ops.abs(w)
 
 
-def mean_broadcast(amplitude):
-    """A_hat: every element equals mean(A); backward dA_hat/dA := 1 (after Eq. 21)."""
+def mean_broadcast(amplitude, axis=None):
+    """A_hat: every element equals mean(A); backward dA_hat/dA := 1 (after Eq. 21).
+
+    `axis`: the axes averaged (default all); the fused supernet passes every
+    axis but the leading one, which stacks the A of several layers.
+    """
 
     @ops.custom_gradient
     def _call(a):
         def grad(*args, upstream=None):
             return args[0] if upstream is None else upstream
 
-        return ops.ones_like(a) * ops.mean(a), grad
+        return ops.ones_like(a) * ops.mean(a, axis=axis, keepdims=axis is not None), grad
 
     return _call(ops.copy(amplitude))
 
@@ -86,18 +90,18 @@ def xnor_kernel(kernel, reduce_axes):
     return scale * quantizers.ste_sign(kernel)
 
 
-def pcnn_kernel(kernel, amplitude):
-    """X_hat = A_hat (.) ste_sign(X); gradients Eqs. 16 and 20."""
-    return mean_broadcast(amplitude) * quantizers.ste_sign(kernel)
+def pcnn_kernel(kernel, amplitude, axis=None):
+    """X_hat = A_hat (.) ste_sign(X); gradients Eqs. 16 and 20. `axis`: see `mean_broadcast`."""
+    return mean_broadcast(amplitude, axis) * quantizers.ste_sign(kernel)
 
 
-def pcnn_amplitude_loss(kernel, amplitude, theta):
+def pcnn_amplitude_loss(kernel, amplitude, theta, axis=None):
     """L_A = theta/2 * sum_i ||X_i - A_hat (.) D_i||^2 (Eq. 2); gradients Eqs. 17, 21.
 
-    D = sign(X) is a constant here, as in Eq. 17.
+    D = sign(X) is a constant here, as in Eq. 17. `axis`: see `mean_broadcast`.
     """
     direction = ops.stop_gradient(quantizers.sign(kernel))
-    residual = kernel - mean_broadcast(amplitude) * direction
+    residual = kernel - mean_broadcast(amplitude, axis) * direction
     return 0.5 * theta * ops.sum(ops.square(residual))
 
 

@@ -34,8 +34,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from bnas_tf import amplitude as amp
 from bnas_tf import layers as bl
-from bnas_tf import quantizers
 from bnas_tf import ops as bops
 from bnas_tf.errors import ConfigError
 
@@ -112,35 +112,16 @@ class _Activations:
         return cls(tf.reshape(flat, [s[0], s[1], s[2], channels, -1]), False)
 
 
-def _mean_broadcast(amplitude):
-    """A_hat per edge: mean(A_e) in every element of A_e; dA_hat/dA := 1 (as `amplitude.mean_broadcast`)."""
-
-    @tf.custom_gradient
-    def _call(a):
-        axes = list(range(1, len(a.shape)))
-        return tf.ones_like(a) * tf.reduce_mean(a, axis=axes, keepdims=True), lambda upstream: upstream
-
-    return _call(amplitude)
-
-
 def _binarized_kernels(conv, values, depthwise):
-    """(X_hat of every edge, stacked [E, ...], their amplitude loss or None): Eqs. 1 and 2.
-
-    The per-edge form of `layers._BinarizedKernelMixin.binarized_kernel` and
-    `amplitude.pcnn_amplitude_loss`.
-    """
+    """(X_hat of every edge, stacked [E, ...], their amplitude loss or None): Eqs. 1 and 2,
+    by `bnas_tf.amplitude` with A_hat taken per edge (every axis but the leading one)."""
     kernel = values[0]
+    per_edge = list(range(1, len(kernel.shape)))
     if conv.binarization == "pcnn":
-        a_hat = _mean_broadcast(values[1])
-        loss = None
-        if conv.theta > 0:
-            direction = tf.stop_gradient(quantizers.sign(kernel))
-            loss = 0.5 * conv.theta * tf.reduce_sum(tf.square(kernel - a_hat * direction))
-        return a_hat * quantizers.ste_sign(kernel), loss
+        loss = amp.pcnn_amplitude_loss(kernel, values[1], conv.theta, per_edge) if conv.theta > 0 else None
+        return amp.pcnn_kernel(kernel, values[1], per_edge), loss
     if conv.binarization == "xnor":
-        axes = [1, 2] if depthwise else [1, 2, 3]
-        scale = tf.stop_gradient(tf.reduce_mean(tf.abs(kernel), axis=axes, keepdims=True))
-        return scale * quantizers.ste_sign(kernel), None
+        return amp.xnor_kernel(kernel, [1, 2] if depthwise else [1, 2, 3]), None
     return kernel, None
 
 
