@@ -279,7 +279,8 @@ class FusedOps:
         if len(y.shape) == 5:
             y = tf.ensure_shape(y, [None] * 4 + [len(ops_)])
         if training:
-            for i, (_, written) in enumerate(read):
-                for variable, value in zip(written, new_stats):
-                    variable.assign(value[i])
+            # One Unpack per statistic, not a slice per edge (the step graph stays small).
+            for j, value in enumerate(new_stats):
+                for (_, written), edge_value in zip(read, tf.unstack(value, num=len(ops_))):
+                    written[j].assign(edge_value)
         return y, loss

@@ -3,8 +3,9 @@
 First-order bilevel optimisation (Eq. 5): the weights X descend the training
 loss on the weights half of the training set, the architecture parameters
 (alpha, beta) descend the validation loss on the other half. Weights use SGD
-with momentum, coupled L2 weight decay and global-norm gradient clipping (as
-PyTorch's SGD and `clip_grad_norm_` in the PC-DARTS code); alpha and beta use
+with momentum in PyTorch's form, global-norm gradient clipping and then
+coupled L2 weight decay (as `clip_grad_norm_` and `torch.optim.SGD` in the
+PC-DARTS code), all as one vector (`bnas_tf.optim.FlatSGD`); alpha and beta use
 Adam with coupled L2 weight decay. PCNN amplitude matrices A take their own
 plain SGD step, A <- |A - eta2 dA| (Eq. 19), after the weights (Eq. 15).
 
@@ -28,6 +29,7 @@ from absl import logging
 from bnas_tf import amplitude
 from bnas_tf import data as data_lib
 from bnas_tf import distribute
+from bnas_tf.optim import FlatSGD
 from bnas_tf.errors import ConfigError, StateError, TrainingError
 from bnas_tf.search.supernet import Supernet
 
@@ -117,17 +119,13 @@ class _SummedGradients:
 
     In a replica context Keras's TensorFlow optimizer sums the gradients that
     `apply` receives over the replicas (`_all_reduce_sum_gradients`). The
-    search steps sum them first themselves, because global-norm clipping and
-    the coupled weight decay must act on the global gradient; this keeps the
-    optimizer from summing them a second time.
+    architecture step sums them first itself, because the coupled weight
+    decay must act on the global gradient; this keeps the optimizer from
+    summing them a second time.
     """
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars)
-
-
-class _SGD(_SummedGradients, keras.optimizers.SGD):
-    pass
 
 
 class _Adam(_SummedGradients, keras.optimizers.Adam):
@@ -189,16 +187,14 @@ class Searcher:
             self.weight_vars = self.model.weight_variables
             self.amp_vars = amplitude.amplitude_variables(self.model)
             self.arch_vars = self.model.arch_variables
-            self.w_opt = _SGD(config.learning_rate, momentum=config.momentum, name="w_opt")
+            self.w_opt = FlatSGD(self.weight_vars, learning_rate=config.learning_rate, momentum=config.momentum,
+                                 weight_decay=config.weight_decay, clip_norm=config.grad_clip, name="w_opt")
             self.a_opt = _Adam(
                 config.arch_learning_rate, beta_1=config.arch_beta1, beta_2=config.arch_beta2, name="a_opt"
             )
             amp_lr = config.amplitude_learning_rate or config.learning_rate
-            self.amp_opt = _SGD(amp_lr, name="amp_opt")
-            self.w_opt.build(self.weight_vars)
+            self.amp_opt = FlatSGD(self.amp_vars, learning_rate=amp_lr, absolute=True, name="amp_opt")
             self.a_opt.build(self.arch_vars)
-            if self.amp_vars:
-                self.amp_opt.build(self.amp_vars)
             self.unit = tf.Variable(0, dtype=tf.int64, trainable=False, name="unit")
         self._amp_lr_tied = config.amplitude_learning_rate is None
         # Keras 3 layers held in lists are not tracked by tf.train.Checkpoint, so
@@ -267,26 +263,16 @@ class Searcher:
 
     # ---- traced steps -----------------------------------------------------------------------
     def _apply_weights(self, tape, loss):
-        """Eq. 15 for the weights (SGD, coupled L2, global-norm clipping), Eq. 19 for A.
+        """Eq. 15 for the weights (SGD, global-norm clipping, coupled L2), Eq. 19 for A (`FlatSGD`).
 
         Only variables that the step used get a gradient: operations outside
         the traced structure (abandoned, or not sampled) are left untouched,
         momentum included, as PyTorch's SGD skips parameters without a gradient.
         """
-        cfg = self.config
-        variables = self.weight_vars + self.amp_vars
-        grads = tape.gradient(loss, variables)
-        # Summed over the replicas before the weight decay and the clipping, which act on the global gradient.
-        used = [i for i, g in enumerate(grads) if g is not None]
-        summed = dict(zip(used, _sum_over_replicas([grads[i] for i in used])))
         n = len(self.weight_vars)
-        pairs = [(summed[i], variables[i]) for i in used if i < n]
-        w_grads = [g + cfg.weight_decay * v for g, v in pairs]
-        w_grads, _ = tf.clip_by_global_norm(w_grads, cfg.grad_clip)
-        self.w_opt.apply(w_grads, [v for _, v in pairs])
-        amp = [(summed[i], variables[i]) for i in used if i >= n]
-        if amp:
-            self.amp_opt.apply([g for g, _ in amp], [v for _, v in amp])
+        grads = tape.gradient(loss, self.weight_vars + self.amp_vars)
+        self.w_opt.apply(grads[:n])
+        self.amp_opt.apply(grads[n:])
 
     def _loss(self, logits, labels, global_batch):
         loss = self.loss_fn(labels, logits) / global_batch

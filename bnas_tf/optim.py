@@ -1,0 +1,133 @@
+"""SGD over many variables as one vector, in PyTorch's form (the search's Eqs. 15 and 19).
+
+The supernet has thousands of small variables (every edge's kernels and
+amplitude matrices). A Keras optimizer adds about ten graph ops per variable
+to each traced step, plus three for clipping and three for weight decay,
+which made the optimizer a third of the search graph (BUILD.md, "Graph
+size"). `FlatSGD` works on one vector instead. For the variables that got a
+gradient (the others, abandoned or not sampled, are left alone, momentum
+included, as ``torch.optim.SGD`` skips parameters without a gradient):
+
+    g <- sum over replicas of the gradients, concatenated     (one all-reduce)
+    g <- g * c / max(||g||_2, c)        (``clip_grad_norm_``, clip_norm c)
+    g <- g + lambda * w                 (coupled L2 weight decay, lambda)
+    v <- mu * v + g;  w <- w - lr * v   (``torch.optim.SGD``; Eq. 15)
+    w <- |w|                            (absolute=True: A <- |A - eta2 dA|, Eq. 19)
+
+Keras's SGD folds the learning rate into the velocity (v <- mu v - lr g),
+which differs while the cosine schedule decays it; this is the DARTS /
+PC-DARTS reference's form. Clipping acts on the raw gradient and the decay
+is added after it, in the reference's order (``clip_grad_norm_`` before
+``optimizer.step()``).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def _tf_variable(variable):
+    """The tf.Variable under a Keras variable (a distributed one under a strategy)."""
+    return getattr(variable, "value", variable) if not isinstance(variable, tf.Variable) else variable
+
+
+class FlatSGD(tf.Module):
+    """SGD with momentum for a fixed list of variables, stepped as one vector.
+
+    Args:
+      variables: the variables (Keras or tf), all of one dtype.
+      learning_rate: the initial learning rate (a variable: `learning_rate.assign`).
+      momentum: mu; 0 keeps no velocity.
+      weight_decay: lambda, coupled L2.
+      clip_norm: global-norm clip of the summed gradient; None or 0: none.
+      absolute: step to |w| (the amplitude matrices' Eq. 19).
+
+    Create it inside ``strategy.scope()``. Call `apply` inside ``strategy.run``
+    (or with no strategy) with each replica's own gradients.
+    """
+
+    def __init__(self, variables, *, learning_rate, momentum=0.0, weight_decay=0.0, clip_norm=None,
+                 absolute=False, name):
+        super().__init__(name=name)
+        targets = [_tf_variable(v) for v in variables]
+        dtypes = {v.dtype for v in targets}
+        if len(dtypes) > 1:
+            raise ValueError(f"FlatSGD needs variables of one dtype; got {sorted(d.name for d in dtypes)}.")
+        dtype = dtypes.pop() if dtypes else tf.float32
+        # Held by a closure so that tf.Module does not track (and checkpoint) them a second time.
+        self._targets = lambda: targets
+        self._shapes = [v.shape for v in targets]
+        self._sizes = [int(np.prod(s)) for s in self._shapes]
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.clip_norm = float(clip_norm or 0.0)
+        self.absolute = bool(absolute)
+        self.learning_rate = tf.Variable(learning_rate, dtype=dtype, trainable=False, name=f"{name}/learning_rate")
+        self.velocity = None
+        if self.momentum and targets:
+            self.velocity = tf.Variable(tf.zeros([sum(self._sizes)], dtype), trainable=False,
+                                        name=f"{name}/velocity")
+
+    @property
+    def state(self):
+        """The optimizer's own variables (velocity, learning rate)."""
+        return [v for v in (self.velocity, self.learning_rate) if v is not None]
+
+    def apply(self, grads):
+        """One step; ``grads[i]`` is variable i's gradient on this replica, or None."""
+        used = tuple(i for i, g in enumerate(grads) if g is not None)
+        if not used:
+            return
+        targets = self._targets()
+        dtype = targets[used[0]].dtype
+        flatten = tf.constant([-1])  # one shape constant for every reshape (the step graph stays small)
+        flat = tf.concat([tf.reshape(tf.cast(grads[i], dtype), flatten) for i in used], 0)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None:
+            self._update(tf.distribute.get_strategy(), flat, used)
+            return
+        flat = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flat)
+        ctx.merge_call(lambda strategy, g: self._update(strategy, g, used), args=(flat,))
+
+    def _update(self, strategy, flat, used):
+        """Cross-replica: the step on every device's copy, from its (identical) summed gradient."""
+        targets = self._targets()
+        anchor = self.velocity if self.velocity is not None else targets[used[0]]
+        strategy.extended.update(anchor, lambda _, g: self._step(g, used), args=(flat,), group=False)
+
+    def _step(self, g, used):
+        # Inside `extended.update`: reads and assigns reach this device's copy of each variable.
+        targets = self._targets()
+        if self.clip_norm:
+            g = tf.clip_by_norm(g, self.clip_norm)
+        if self.weight_decay or self.absolute:
+            flatten = tf.constant([-1])
+            w = tf.concat([tf.reshape(targets[i], flatten) for i in used], 0)
+        if self.weight_decay:
+            g = g + self.weight_decay * w
+        if self.velocity is not None:
+            everything = len(used) == len(targets)
+            if everything:
+                v = self.momentum * self.velocity + g
+                self.velocity.assign(v)
+            else:
+                pieces = tf.split(self.velocity, self._sizes)
+                v = self.momentum * tf.concat([pieces[i] for i in used], 0) + g
+                for i, piece in zip(used, tf.split(v, [self._sizes[i] for i in used])):
+                    pieces[i] = piece
+                self.velocity.assign(tf.concat(pieces, 0))
+            g = v
+        sizes = [self._sizes[i] for i in used]
+        shapes = {}  # one shape constant per distinct shape
+
+        def shape(i):
+            key = tuple(self._shapes[i])
+            if key not in shapes:
+                shapes[key] = tf.constant(key, tf.int32)
+            return shapes[key]
+
+        if self.absolute:
+            for i, value in zip(used, tf.split(tf.abs(w - self.learning_rate * g), sizes)):
+                targets[i].assign(tf.reshape(value, shape(i)))
+        else:
+            for i, delta in zip(used, tf.split(self.learning_rate * g, sizes)):
+                targets[i].assign_sub(tf.reshape(delta, shape(i)))
