@@ -110,8 +110,8 @@ class BenchConfig:
     search_repeats: int = 1
     # Export.
     export_genotype: str = "PC_DARTS"
-    export_layers: int = 8
-    export_channels: int = 16
+    export_layers: int = 20  # the paper's CIFAR evaluation network (20 cells, C=36)
+    export_channels: int = 36
     export_repeats: int = 50
 
     @classmethod

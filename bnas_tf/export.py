@@ -8,7 +8,9 @@
     export_dir/model.keras       the Keras model (reload with `keras.saving.load_model`)
     export_dir/model.tflite      float TFLite (`tf.lite.TFLiteConverter.from_saved_model`)
     export_dir/model_lce.tflite  Larq Compute Engine (`convert_saved_model`): binary
-                                 convolutions become bit-packed `LceBconv2d` ops
+                                 convolutions become bit-packed `LceBconv2d` ops, and
+                                 binary depthwise kernels (which LCE keeps in float32)
+                                 are stored as exact int8 (`bnas_tf.tflite_pack`)
     export_dir/summary.json      `bnas_tf.summary.summarize` of the model, the sizes of
                                  both TFLite files, their op counts, and `summary_extra`
 
@@ -41,6 +43,7 @@ import tensorflow as tf
 from absl import logging
 
 from bnas_tf import summary as summary_lib
+from bnas_tf import tflite_pack
 from bnas_tf.errors import BnasError, ConfigError
 
 SAVED_MODEL = "saved_model"
@@ -304,9 +307,13 @@ def _write_saved_model(network, path, signature):
 
 
 def _lce_convert(saved_model_dir):
+    """LCE's flatbuffer, its binary depthwise kernels packed to int8 (exact; `tflite_pack`)."""
     import larq_compute_engine as lce
 
-    return lce.convert_saved_model(saved_model_dir)
+    flatbuffer, packed = tflite_pack.pack_binary_depthwise(lce.convert_saved_model(saved_model_dir))
+    if packed:
+        logging.info("LCE model: %d binary depthwise kernels stored as int8 (exact).", packed)
+    return flatbuffer
 
 
 def _tflite_interpreter(model_path):

@@ -178,3 +178,45 @@ def test_lce_interpreter_matches_keras(converted):
         assert got.shape == expected.shape == (4, 10)
         np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
         np.testing.assert_allclose(got, expected, rtol=TOLERANCE, atol=TOLERANCE * np.abs(expected).max())
+
+
+# Binary depthwise kernels in 8 bits (bnas_tf.tflite_pack) --------------------------------
+
+
+def test_binary_depthwise_kernels_pack_to_int8_exactly(converted):
+    """Each binary depthwise kernel becomes int8 + DEQUANTIZE; the file shrinks, the outputs do not change."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from bnas_tf.tflite_pack import pack_binary_depthwise
+
+    model, flatbuffer = converted
+    packed, n = pack_binary_depthwise(flatbuffer)
+    depthwise = [c for c in _conv_layers(model) if isinstance(c, layers.BinarizedDepthwiseConv2D)]
+    binary = [c for c in depthwise if c.binarization != "none"]
+    assert n == len(binary) == 5  # the full-precision depthwise kernel is not binary: left in float32
+    counts = collections.Counter(op_names(packed))
+    assert counts["DEQUANTIZE"] == n and counts["DEPTHWISE_CONV_2D"] == len(depthwise)
+    # 3 bytes saved per packed weight, less the new tensors' scales and zero points (12 bytes per
+    # channel) and a few hundred bytes for each new tensor and op.
+    weights = sum(int(np.prod(c.kernel.shape)) for c in binary)
+    channels = sum(int(c.kernel.shape[-2]) for c in binary)
+    assert len(flatbuffer) - len(packed) >= 3 * weights - 12 * channels - 300 * n > 0
+    graph = flatbuffer_utils.read_model_from_bytearray(bytearray(packed)).subgraphs[0]
+    int8 = [t for t in graph.tensors if t.quantization is not None and t.quantization.scale is not None
+            and len(t.quantization.scale) > 1]
+    assert len(int8) == n and all(t.quantization.quantizedDimension == 3 for t in int8)
+    x = np.random.default_rng(SEED + 2).normal(0.0, 1.0, (4,) + INPUT_SHAPE).astype(np.float32)
+    before = lce.testing.Interpreter(flatbuffer).predict(x)
+    after = lce.testing.Interpreter(packed).predict(x)
+    np.testing.assert_array_equal(np.asarray(after), np.asarray(before))
+
+
+def test_only_binary_kernels_are_packed():
+    from bnas_tf.tflite_pack import _binary_levels
+
+    kernel = np.array([0.5, -2.0, -0.5, 2.0, 0.0, 2.0, 0.5, 0.0], np.float32).reshape(1, 2, 2, 2)  # +-0.5, +-2
+    q, scale = _binary_levels(kernel)
+    assert q.dtype == np.int8 and set(np.unique(q)) <= {-1, 0, 1}
+    np.testing.assert_array_equal(q * scale, kernel)
+    assert _binary_levels(np.zeros((1, 3, 3, 2), np.float32))[0].max() == 0  # all-zero channels: exact too
+    assert _binary_levels(np.array([0.5, 0.25], np.float32).reshape(1, 1, 2, 1)) is None  # two magnitudes
