@@ -6,7 +6,8 @@ import pytest
 from cli_util import DEMO, check_genotype, run  # noqa: E402
 
 
-PCDARTS = DEMO + ["--mode=search", "--search=pcdarts", "--search_epochs=2", "--arch_freeze_epochs=1"]
+PCDARTS = DEMO + ["--mode=search", "--search=pcdarts", "--search_epochs=2", "--arch_freeze_epochs=1",
+                   "--steps_per_epoch=3"]
 
 
 def test_pcdarts_search_end_to_end(tmp_path):

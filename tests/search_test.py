@@ -18,6 +18,9 @@ def _config(**kwargs):
 def test_checkpoint_restores_every_variable(tmp_path):
     with pcdarts.search_graph_options():
         first = pcdarts.Searcher(_config(), str(tmp_path), total_units=4)
+        # Two operations per edge while stepping (a smaller graph to trace), then another
+        # alive set, which the checkpoint must bring back through the mask.
+        first.model.set_alive({t: [["max_pool_3x3", "sep_conv_3x3"]] * 14 for t in gt.CELL_TYPES})
         first.search_epoch(True, "epoch")
         alive = {t: [list(gt.PRIMITIVES[:3])] * 14 for t in gt.CELL_TYPES}
         first.model.set_alive(alive)

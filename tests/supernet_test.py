@@ -136,14 +136,21 @@ def test_single_path_runs_one_operation_per_edge(monkeypatch):
     assert sorted(calls) == sorted(expected)
 
 
-def _median_step_seconds(fn, *args, repeats=5):
-    fn(*args)  # trace and warm up
-    times = []
+def _fastest_step_seconds(fns, x, repeats=7):
+    """The fastest of `repeats` timed calls of each function, the calls interleaved.
+
+    The minimum, not the median: another process on the same cores (a second test
+    worker) only ever adds time, and interleaving spreads what it adds over all the
+    functions alike."""
+    for fn in fns:
+        fn(x)  # trace and warm up
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        start = tf.timestamp()
-        fn(*args)
-        times.append(float(tf.timestamp() - start))
-    return sorted(times)[len(times) // 2]
+        for i, fn in enumerate(fns):
+            start = tf.timestamp()
+            fn(x)
+            best[i] = min(best[i], float(tf.timestamp() - start))
+    return best
 
 
 def test_single_path_and_reduced_steps_are_cheaper():
@@ -159,14 +166,15 @@ def test_single_path_and_reduced_steps_are_cheaper():
 
         return fn
 
-    supernet = _median_step_seconds(step(), x)
     rng = np.random.RandomState(3)
     names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
-    single = _median_step_seconds(step(model.choice(names)), x)
+    supernet, single = step(), step(model.choice(names))
+    supernet_s, single_s = _fastest_step_seconds([supernet, single], x)
     model.set_alive({t: [["sep_conv_3x3", "max_pool_3x3"]] * 14 for t in gt.CELL_TYPES})
-    reduced = _median_step_seconds(step(), x)
-    assert single < 0.5 * supernet, (single, supernet)
-    assert reduced < 0.75 * supernet, (reduced, supernet)
+    reduced_s, supernet_s2 = _fastest_step_seconds([step(), supernet], x)  # `supernet` keeps its 8 ops
+    supernet_s = min(supernet_s, supernet_s2)
+    assert single_s < 0.5 * supernet_s, (single_s, supernet_s)
+    assert reduced_s < 0.75 * supernet_s, (reduced_s, supernet_s)
 
 
 def test_single_path_equals_supernet_with_one_alive_op():
