@@ -106,7 +106,7 @@ class BenchConfig:
     search_v: int = 1
     search_warmup: int = 2
     search_warmup_freeze: int = 1
-    search_steps_per_epoch: int = 4
+    search_steps_per_epoch: int | None = None  # None: whole epochs of the digits split
     search_repeats: int = 1
     # Export.
     export_genotype: str = "PC_DARTS"
@@ -636,6 +636,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, help="steps per timing (default: preset)")
     parser.add_argument("--repeats", type=int, help="timings per figure; the median is reported (default: preset)")
     parser.add_argument("--search_repeats", type=int, help="whole searches of each kind (default: preset)")
+    parser.add_argument("--search_steps_per_epoch", type=int,
+                        help="cap on the steps of each search epoch (default: preset; the full preset runs whole "
+                             "epochs)")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow intra- and inter-op threads, and the PyTorch reference's threads "
                              "(default 0: the usable CPUs)")
@@ -659,7 +662,7 @@ def parse_args(argv=None):
             parser.error(f"--batches: expected comma-separated integers; got {args.batches!r}")
         if any(b < 1 for b in cfg.batches):
             parser.error(f"--batches: expected positive integers; got {args.batches!r}")
-    for name in ("warmup", "steps", "repeats", "search_repeats"):
+    for name in ("warmup", "steps", "repeats", "search_repeats", "search_steps_per_epoch"):
         value = getattr(args, name)
         if value is not None:
             if value < (0 if name == "warmup" else 1):
@@ -784,6 +787,23 @@ README_BEGIN = "<!-- bench:begin -->"
 README_END = "<!-- bench:end -->"
 
 
+def regenerate_command(argv):
+    """The bench command line that reproduces the figures: `argv` less the flags that
+    only choose where results go (--from_json, --output, --json)."""
+    dropped = ("--from_json", "--output", "--json")
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in dropped:
+            skip = "=" not in arg and name != "--json"
+            continue
+        kept.append(arg)
+    return " ".join(["python -m bnas_tf.bench"] + kept)
+
+
 def format_markdown(results, command):
     """The README's results table (Markdown) for `results`, produced by `command`."""
     m = results["machine"]
@@ -820,7 +840,8 @@ def format_markdown(results, command):
     if "search" in results:
         s = results["search"]
         out.append(f"| whole search on digits, {s['config']['epoch_units_each']} epoch units each: BNAS / PC-DARTS | "
-                   f"{s['bnas_wall_s']:.0f} s / {s['pcdarts_wall_s']:.0f} s | - |")
+                   f"{s['bnas_wall_s']:.0f} s / {s['pcdarts_wall_s']:.0f} s (search loop {s['bnas_loop_s']:.0f} s / "
+                   f"{s['pcdarts_loop_s']:.0f} s) | - |")
     if "export" in results:
         e = results["export"]
         out.append(f"| exported 1-bit network: float TFLite / LCE bytes | {e['tflite_bytes']:,} / "
@@ -860,9 +881,8 @@ def main(argv=None):
             with open(args.output, "w") as f:
                 f.write(text + "\n")
         if args.readme:
-            command = "python -m bnas_tf.bench " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
-                                                            if not a.startswith("--from_json"))
-            update_readme(args.readme, format_markdown(results, command.strip()))
+            command = regenerate_command(argv if argv is not None else sys.argv[1:])
+            update_readme(args.readme, format_markdown(results, command))
         if args.json:
             stdout.write(text + "\n")
         else:

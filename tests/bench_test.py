@@ -138,3 +138,9 @@ def test_readme_table_is_written_between_the_markers(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(SystemExit, match="no <!-- bench:begin -->"):
         bench.main(["--from_json", str(saved), f"--readme={readme}"])
+
+
+def test_regenerate_command_drops_the_flags_that_only_choose_outputs():
+    argv = ["--sections=search", "--output", "/tmp/a.json", "--json", "--from_json=/tmp/b.json",
+            "--readme", "README.md", "--batches=32"]
+    assert bench.regenerate_command(argv) == "python -m bnas_tf.bench --sections=search --readme README.md --batches=32"
