@@ -442,6 +442,8 @@ def bench_search(cfg, results):
     _log(f"search: {described}")
     walls = {"bnas": [], "pcdarts": []}
     loops = {"bnas": [], "pcdarts": []}
+    traces = {"bnas": [], "pcdarts": []}
+    saves = {"bnas": [], "pcdarts": []}
     for _ in range(cfg.search_repeats):
         for name, run, config in (("pcdarts", run_pcdarts, pc_cfg), ("bnas", tuner.run_bnas, bnas_cfg)):
             with tempfile.TemporaryDirectory(prefix=f"bnas_bench_{name}_") as tmp:
@@ -449,9 +451,12 @@ def bench_search(cfg, results):
                 searcher, genotype, loop_s = run(config, tmp)
                 walls[name].append(time.perf_counter() - start)
                 loops[name].append(loop_s)
+                traces[name].append(searcher.seconds["trace"])
+                saves[name].append(searcher.seconds["checkpoint"])
                 searcher.writer.close()
                 del searcher
-            _log(f"  {name}: {walls[name][-1]:.1f} s wall ({loops[name][-1]:.1f} s in the search loop)")
+            _log(f"  {name}: {walls[name][-1]:.1f} s wall ({loops[name][-1]:.1f} s in the search loop, of which "
+                 f"{traces[name][-1]:.1f} s first calls of new graphs and {saves[name][-1]:.1f} s checkpoints)")
     results["search"] = {
         "config": described,
         "bnas_wall_s": _median(walls["bnas"]),
@@ -461,7 +466,17 @@ def bench_search(cfg, results):
         "bnas_wall_s_all": walls["bnas"],
         "pcdarts_wall_s_all": walls["pcdarts"],
         "bnas_over_pcdarts": _median(walls["bnas"]) / _median(walls["pcdarts"]),
+        # First calls of new graphs: tracing, building the graph and that call's step.
+        "bnas_trace_s": _median(traces["bnas"]),
+        "pcdarts_trace_s": _median(traces["pcdarts"]),
+        "bnas_checkpoint_s": _median(saves["bnas"]),
+        "pcdarts_checkpoint_s": _median(saves["pcdarts"]),
     }
+    # The search loop less graph first calls and checkpoints: the part that grows with the
+    # epochs' length (at the bench's digits scale, 11 steps an epoch, the rest is a fixed cost).
+    rest = {name: _median(loops[name]) - _median(traces[name]) - _median(saves[name]) for name in loops}
+    results["search"]["bnas_steps_s"], results["search"]["pcdarts_steps_s"] = rest["bnas"], rest["pcdarts"]
+    results["search"]["bnas_over_pcdarts_steps"] = rest["bnas"] / rest["pcdarts"]
 
 
 # ---- export -----------------------------------------------------------------------------------
@@ -842,6 +857,14 @@ def format_markdown(results, command):
         out.append(f"| whole search on digits, {s['config']['epoch_units_each']} epoch units each: BNAS / PC-DARTS | "
                    f"{s['bnas_wall_s']:.0f} s / {s['pcdarts_wall_s']:.0f} s (search loop {s['bnas_loop_s']:.0f} s / "
                    f"{s['pcdarts_loop_s']:.0f} s) | - |")
+        if "bnas_trace_s" in s:
+            out.append(f"| of the search loop: first calls of new graphs (trace + build + 1 step), BNAS / PC-DARTS | "
+                       f"{s['bnas_trace_s']:.0f} s / {s['pcdarts_trace_s']:.0f} s | - |")
+            out.append(f"| of the search loop: checkpoints, BNAS / PC-DARTS | "
+                       f"{s['bnas_checkpoint_s']:.0f} s / {s['pcdarts_checkpoint_s']:.0f} s | - |")
+            out.append(f"| of the search loop: the rest (steps, data, evaluation), BNAS / PC-DARTS | "
+                       f"{s['bnas_steps_s']:.0f} s / {s['pcdarts_steps_s']:.0f} s "
+                       f"(ratio {s['bnas_over_pcdarts_steps']:.2f}) | - |")
     if "export" in results:
         e = results["export"]
         out.append(f"| exported 1-bit network: float TFLite / LCE bytes | {e['tflite_bytes']:,} / "

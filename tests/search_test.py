@@ -22,9 +22,11 @@ def test_checkpoint_restores_every_variable(tmp_path):
         # alive set, which the checkpoint must bring back through the mask.
         first.model.set_alive({t: [["max_pool_3x3", "sep_conv_3x3"]] * 14 for t in gt.CELL_TYPES})
         first.search_epoch(True, "epoch")
+        assert first.seconds["trace"] > 0 and first.seconds["checkpoint"] == 0
         alive = {t: [list(gt.PRIMITIVES[:3])] * 14 for t in gt.CELL_TYPES}
         first.model.set_alive(alive)
         first.save()
+        assert first.seconds["checkpoint"] > 0
         second = pcdarts.Searcher(_config(), str(tmp_path), total_units=4)
         assert second.restore() == 1
     assert len(first.model.variables) == len(second.model.variables) > 100
@@ -33,6 +35,23 @@ def test_checkpoint_restores_every_variable(tmp_path):
     for a, b in zip(first.w_opt.variables, second.w_opt.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert second.model.alive == first.model.alive  # the alive sets come back with the mask
+
+
+def test_only_the_first_call_of_a_traced_step_counts_as_tracing():
+    import collections
+    import time
+
+    seconds = collections.Counter()
+    calls = []
+
+    def step(x):
+        calls.append(x)
+        time.sleep(0.05 if len(calls) == 1 else 0.2)
+        return x + 1
+
+    fn = pcdarts._TimedFirstCall(step, "search", seconds)
+    assert [fn(1), fn(2), fn(3)] == [2, 3, 4] and calls == [1, 2, 3]
+    assert 0.05 <= seconds["trace"] < 0.2  # the first call only
 
 
 def test_cosine_schedule():

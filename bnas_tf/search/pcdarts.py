@@ -15,6 +15,7 @@ indexes the cosine learning-rate schedule and the data order, so a resumed
 search replays exactly what an uninterrupted one does.
 """
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -146,6 +147,24 @@ def _write_json_atomic(path, obj):
     os.replace(tmp, path)
 
 
+class _TimedFirstCall:
+    """A traced step whose first call (trace, graph build, one step) is timed and logged."""
+
+    def __init__(self, fn, kind, seconds):
+        self._fn, self._kind, self._seconds = fn, kind, seconds
+
+    def __call__(self, *args):
+        if self._kind is None:
+            return self._fn(*args)
+        start = time.perf_counter()
+        result = self._fn(*args)
+        elapsed = time.perf_counter() - start
+        self._seconds["trace"] += elapsed
+        logging.info("Traced the %s step in %.1f s.", self._kind, elapsed)
+        self._kind = None
+        return result
+
+
 class Searcher:
     """Owns the supernet, its optimizers, the traced steps and the checkpoint.
 
@@ -211,6 +230,10 @@ class Searcher:
             self.checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2
         )
         self._fns = {}
+        # Where the search loop's time goes besides training steps: "trace" is the
+        # first call of every new step graph (tracing, building the graph and that
+        # call's step), "checkpoint" the saves. A BNAS round traces a new graph.
+        self.seconds = collections.Counter()
         # BatchNorm moving statistics: Keras updates each replica's copy on its own (aggregation "none").
         self._bn_stats = [v for v in self.model.non_trainable_variables if v.name in ("moving_mean", "moving_variance")]
         self._sync_bn_fn = None
@@ -239,10 +262,12 @@ class Searcher:
 
     def save(self, pending=None):
         """Checkpoints after a unit; `pending` (the unit's result) is written first."""
+        start = time.perf_counter()
         if pending is not None:
             _write_json_atomic(os.path.join(self.model_dir, "pending_unit.json"), pending)
         if self.is_chief:
             self.manager.save(checkpoint_number=int(self.unit.numpy()))
+        self.seconds["checkpoint"] += time.perf_counter() - start
 
     def pending(self):
         """The result of the last checkpointed unit, if it is the current one."""
@@ -317,7 +342,7 @@ class Searcher:
                     lambda r: self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None), results
                 )
 
-            self._fns[key] = fn
+            self._fns[key] = _TimedFirstCall(fn, key[0], self.seconds)
         return self._fns[key]
 
     def search_step_fn(self, update_arch):
