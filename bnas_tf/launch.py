@@ -174,7 +174,10 @@ def run_search(strategy):
     searcher, genotype, seconds = run(config, search_dir, strategy)
     if searcher.is_chief:
         outputs.write_search_outputs(search_dir, genotype, seconds, strategy,
-                                     extra={"search": FLAGS.search, "dataset": FLAGS.dataset})
+                                     extra={"search": FLAGS.search, "dataset": FLAGS.dataset,
+                                            # Of this run's seconds: first calls of new graphs, checkpoints.
+                                            "trace_seconds": searcher.seconds["trace"],
+                                            "checkpoint_seconds": searcher.seconds["checkpoint"]})
     return genotype
 
 

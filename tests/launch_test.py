@@ -54,3 +54,8 @@ def test_demo_writes_every_output(demo):
     assert summary["params_1bit"] > 0
     assert summary.get("test_accuracy") is not None
     assert "CPU-hours" in result.stderr  # the search cost in the log
+    with open(model_dir / "search_cost.json") as f:
+        cost = json.load(f)
+    # A new graph per round and per trial: their first calls are a real part of a demo search.
+    assert 0 < cost["trace_seconds"] < cost["seconds"] and 0 < cost["checkpoint_seconds"] < cost["seconds"]
+    assert "Traced the search step" in result.stderr
