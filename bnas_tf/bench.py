@@ -440,43 +440,36 @@ def bench_search(cfg, results):
         "repeats": cfg.search_repeats,
     }
     _log(f"search: {described}")
-    walls = {"bnas": [], "pcdarts": []}
-    loops = {"bnas": [], "pcdarts": []}
-    traces = {"bnas": [], "pcdarts": []}
-    saves = {"bnas": [], "pcdarts": []}
+    # Per run, in seconds: wall; the search loop; of it, the first calls of new graphs
+    # (tracing, building the graph and that call's step) and the checkpoints; and the rest
+    # of the loop, the part that grows with the epochs' length (at the bench's digits scale,
+    # 11 steps an epoch, the others weigh as much).
+    figures = ("wall", "loop", "trace", "checkpoint", "steps")
+    times = {name: {f: [] for f in figures} for name in ("bnas", "pcdarts")}
     for _ in range(cfg.search_repeats):
         for name, run, config in (("pcdarts", run_pcdarts, pc_cfg), ("bnas", tuner.run_bnas, bnas_cfg)):
             with tempfile.TemporaryDirectory(prefix=f"bnas_bench_{name}_") as tmp:
                 start = time.perf_counter()
                 searcher, genotype, loop_s = run(config, tmp)
-                walls[name].append(time.perf_counter() - start)
-                loops[name].append(loop_s)
-                traces[name].append(searcher.seconds["trace"])
-                saves[name].append(searcher.seconds["checkpoint"])
+                wall = time.perf_counter() - start
+                trace, checkpoint = searcher.seconds["trace"], searcher.seconds["checkpoint"]
                 searcher.writer.close()
                 del searcher
-            _log(f"  {name}: {walls[name][-1]:.1f} s wall ({loops[name][-1]:.1f} s in the search loop, of which "
-                 f"{traces[name][-1]:.1f} s first calls of new graphs and {saves[name][-1]:.1f} s checkpoints)")
+            run_times = dict(wall=wall, loop=loop_s, trace=trace, checkpoint=checkpoint,
+                             steps=loop_s - trace - checkpoint)
+            for f in figures:
+                times[name][f].append(run_times[f])
+            _log(f"  {name}: {wall:.1f} s wall ({loop_s:.1f} s in the search loop, of which "
+                 f"{trace:.1f} s first calls of new graphs and {checkpoint:.1f} s checkpoints)")
+    medians = {f"{name}_{f}_s": _median(times[name][f]) for name in times for f in figures}
     results["search"] = {
         "config": described,
-        "bnas_wall_s": _median(walls["bnas"]),
-        "pcdarts_wall_s": _median(walls["pcdarts"]),
-        "bnas_loop_s": _median(loops["bnas"]),
-        "pcdarts_loop_s": _median(loops["pcdarts"]),
-        "bnas_wall_s_all": walls["bnas"],
-        "pcdarts_wall_s_all": walls["pcdarts"],
-        "bnas_over_pcdarts": _median(walls["bnas"]) / _median(walls["pcdarts"]),
-        # First calls of new graphs: tracing, building the graph and that call's step.
-        "bnas_trace_s": _median(traces["bnas"]),
-        "pcdarts_trace_s": _median(traces["pcdarts"]),
-        "bnas_checkpoint_s": _median(saves["bnas"]),
-        "pcdarts_checkpoint_s": _median(saves["pcdarts"]),
+        **medians,
+        "bnas_wall_s_all": times["bnas"]["wall"],
+        "pcdarts_wall_s_all": times["pcdarts"]["wall"],
+        "bnas_over_pcdarts": medians["bnas_wall_s"] / medians["pcdarts_wall_s"],
+        "bnas_over_pcdarts_steps": medians["bnas_steps_s"] / medians["pcdarts_steps_s"],
     }
-    # The search loop less graph first calls and checkpoints: the part that grows with the
-    # epochs' length (at the bench's digits scale, 11 steps an epoch, the rest is a fixed cost).
-    rest = {name: _median(loops[name]) - _median(traces[name]) - _median(saves[name]) for name in loops}
-    results["search"]["bnas_steps_s"], results["search"]["pcdarts_steps_s"] = rest["bnas"], rest["pcdarts"]
-    results["search"]["bnas_over_pcdarts_steps"] = rest["bnas"] / rest["pcdarts"]
 
 
 # ---- export -----------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Searcher: checkpoints hold the whole search state; config validation."""
 
+import collections
+import time
+
 import numpy as np
 import pytest
 
@@ -38,9 +41,6 @@ def test_checkpoint_restores_every_variable(tmp_path):
 
 
 def test_only_the_first_call_of_a_traced_step_counts_as_tracing():
-    import collections
-    import time
-
     seconds = collections.Counter()
     calls = []
 
