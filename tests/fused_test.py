@@ -127,3 +127,30 @@ def test_fused_graph_has_fewer_depthwise_convolutions():
     assert count(False) == 6 * gt.NUM_EDGES
     # Fused: the same 6 per source node, 5 sources.
     assert count(True) == 6 * 5
+
+
+@pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1), (1, 2)])
+def test_folded_depthwise_matches_tf_depthwise(strides, dilation):
+    """Examples folded into the channels (`fused.fold_groups`), 5 examples in groups of 4
+    (one padded group): outputs and both gradients are `tf.nn.depthwise_conv2d`'s."""
+    from bnas_tf import layers as bl
+    from bnas_tf.search import fused
+
+    rng = np.random.default_rng(strides + 2 * dilation)
+    conv = bl.BinarizedDepthwiseConv2D(3, strides=strides, dilation_rate=dilation, padding="same",
+                                       binarization="none")
+    x = tf.constant(rng.normal(size=(5, 9, 9, 2)))
+    kernels = tf.constant(rng.normal(size=(3, 3, 3, 2, 1)))  # 3 edges on a shared input
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernels])
+        got = fused._depthwise(conv, fused._Activations(x, True), kernels, 4).value
+        kernel = tf.transpose(kernels[..., 0], [1, 2, 3, 0])  # channel c, edge e -> c * 3 + e
+        want = tf.nn.depthwise_conv2d(x, kernel, [1, strides, strides, 1],
+                                      "SAME", dilations=[dilation, dilation])
+        want = tf.reshape(want, tf.shape(got))
+        weights = tf.constant(rng.normal(size=want.shape))
+        loss_got, loss_want = tf.reduce_sum(got * weights), tf.reduce_sum(want * weights)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(tape.gradient(loss_got, [x, kernels]), tape.gradient(loss_want, [x, kernels])):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+    assert fused.fold_groups(4) == fused.FOLD_CHANNELS // 4 and fused.fold_groups(64) == 1

@@ -129,8 +129,47 @@ def _quantize(conv, x):
     return x if conv.input_quantizer is None else conv.input_quantizer(x)
 
 
-def _depthwise(conv, h, kernels):
-    """Each edge's depthwise convolution; kernels [E, k, k, C, 1]."""
+# On CPU a depthwise convolution is vectorised over its channels: with the 2 to 16
+# channels of a supernet edge it runs several times slower per value than with 64.
+# Examples of the batch are therefore laid side by side in the channels until each
+# edge's share has this many (`_fold_batch`); measured in BUILD.md.
+FOLD_CHANNELS = 16
+
+
+def fold_groups(channels):
+    """How many examples `_depthwise` folds into the channels, for edges of `channels`
+    channels: FOLD_CHANNELS // channels on CPU (1: none), 1 on GPU. It depends on the
+    edge width only, so that one traced function still serves any number of edges."""
+    if tf.config.list_logical_devices("GPU"):
+        return 1
+    return max(1, FOLD_CHANNELS // channels)
+
+
+def _fold_batch(x, groups):
+    """[N, H, W, C] -> [ceil(N / g), H, W, g * C]: g consecutive examples side by side in
+    the channels (example i, channel c -> row i // g, channel (i % g) * C + c); zero
+    examples pad N to a multiple of g."""
+    n = tf.shape(x)[0]
+    x = tf.pad(x, [[0, (groups - n % groups) % groups], [0, 0], [0, 0], [0, 0]])
+    s = tf.unstack(tf.shape(x))
+    x = tf.reshape(x, [-1, groups, s[1], s[2], s[3]])
+    return tf.reshape(tf.transpose(x, [0, 2, 3, 1, 4]), [-1, s[1], s[2], groups * s[3]])
+
+
+def _unfold_batch(y, groups, n):
+    """The inverse of `_fold_batch` on a convolution's output: [N', H, W, g * C] -> [n, H, W, C]."""
+    s = tf.unstack(tf.shape(y))
+    y = tf.reshape(y, [-1, s[1], s[2], groups, s[3] // groups])
+    return tf.reshape(tf.transpose(y, [0, 3, 1, 2, 4]), [-1, s[1], s[2], s[3] // groups])[:n]
+
+
+def _depthwise(conv, h, kernels, groups):
+    """Each edge's depthwise convolution; kernels [E, k, k, C, 1].
+
+    With `groups` g > 1 (`fold_groups`), g examples are folded into the
+    channels and the kernel tiled g times: each output channel still sees one
+    input channel of one example, so the result is the same.
+    """
     stacked = tf.transpose(kernels[..., 0], [1, 2, 3, 0])  # [k, k, C, E]: channel c, edge e -> c * E + e
     k0, k1, channels = kernels.shape[1], kernels.shape[2], kernels.shape[3]
     if h.shared:
@@ -139,6 +178,10 @@ def _depthwise(conv, h, kernels):
         x, kernel = h.flat(), tf.reshape(stacked, [k0, k1, -1, 1])
     x = _quantize(conv, x)
     strides = [1, *conv.strides, 1]
+    n = tf.shape(x)[0]
+    if groups > 1:
+        x = tf.ensure_shape(_fold_batch(x, groups), [None] * 4)
+        kernel = tf.tile(kernel, [1, 1, groups, 1])
 
     def depthwise(inputs, num_spatial_dims=2, padding=conv.padding.upper()):
         # The raw op accepts a kernel whose channel count is only known at run time.
@@ -149,6 +192,8 @@ def _depthwise(conv, h, kernels):
     else:  # what tf.nn.depthwise_conv2d does for dilations, without needing static channels
         y = tf.nn.with_space_to_batch(x, dilation_rate=list(conv.dilation_rate), padding=conv.padding.upper(),
                                       op=depthwise, filter_shape=[k0, k1])
+    if groups > 1:
+        y = _unfold_batch(y, groups, n)
     return _Activations.from_flat(y, channels)
 
 
@@ -196,10 +241,11 @@ def _prelu(h, alpha):
     return _Activations(ops.relu(x) + (-alpha) * ops.relu(-x), False)
 
 
-def _run_body(template, x, values, training):
+def _run_body(template, x, values, training, groups=1):
     """Applies `template`'s operation of every edge to `x`; see the module docstring.
 
-    `values` are the edges' variables stacked, [E, ...] each, in `_variables` order.
+    `values` are the edges' variables stacked, [E, ...] each, in `_variables` order;
+    `groups` is `fold_groups` of the edge width (examples folded into depthwise channels).
     """
     h = _Activations(x, True)
     cursor = [0]
@@ -224,7 +270,7 @@ def _run_body(template, x, values, training):
         elif kind == "pool":
             h = _Activations(layer.pool(h.value), True)  # first in its body: the input is shared
         elif kind == "dw":
-            h = _depthwise(layer, h, kernels(layer, True))
+            h = _depthwise(layer, h, kernels(layer, True), groups)
         elif kind == "conv":
             h = _pointwise(layer, h, kernels(layer, False))
         elif kind == "fr_convs":
@@ -249,11 +295,11 @@ class FusedOps:
     def __init__(self):
         self._fns = {}
 
-    def _function(self, key, template, x, values, training):
+    def _function(self, key, template, x, values, training, groups):
         if key not in self._fns:
 
             def run(x, values):
-                return _run_body(template, x, values, training)
+                return _run_body(template, x, values, training, groups)
 
             signature = [
                 tf.TensorSpec([None] + list(x.shape[1:]), x.dtype),
@@ -274,7 +320,9 @@ class FusedOps:
         read = [_variables(op) for op in ops_]
         # Values, not variables: a tf.function given a tf.distribute variable reuses the graph traced for another.
         values = [tf.stack([tf.convert_to_tensor(r[i]) for r, _ in read]) for i in range(len(read[0][0]))]
-        fn = self._function(key + (tuple(x.shape[1:]), bool(training)), template, x, values, bool(training))
+        groups = fold_groups(x.shape[-1])
+        fn = self._function(key + (tuple(x.shape[1:]), bool(training), groups), template, x, values, bool(training),
+                            groups)
         y, new_stats, loss = fn(x, values)
         if len(y.shape) == 5:
             y = tf.ensure_shape(y, [None] * 4 + [len(ops_)])
