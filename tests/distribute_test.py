@@ -43,8 +43,9 @@ started it.
 **Multi-worker** (slow: minutes each). `launch/local_cluster.sh 2` runs the
 demo search, shortened (--k=3 --t=1 --v_epochs=0 --warmup_epochs=1
 --steps_per_epoch=2 --heldout_size=64: 4 epoch units and one supernet graph
-instead of the demo's 20 units; the V phase runs the warm-up's code), with MultiWorkerMirroredStrategy over two processes on localhost; only
-the chief writes the model directory. Killing a worker mid-search stops the
+instead of the demo's 20 units; the V phase runs the warm-up's code), with
+MultiWorkerMirroredStrategy over two processes on localhost; only the chief
+writes the model directory. Killing a worker mid-search stops the
 cluster with a message that says how to resume; running the same command
 again resumes from the chief's last checkpoint and finishes with the same
 genotype as the uninterrupted run.

@@ -178,10 +178,9 @@ def _depthwise(conv, h, kernels, groups):
         x, kernel = h.flat(), tf.reshape(stacked, [k0, k1, -1, 1])
     x = _quantize(conv, x)
     strides = [1, *conv.strides, 1]
-    n = tf.shape(x)[0]
     if groups > 1:
-        x = tf.ensure_shape(_fold_batch(x, groups), [None] * 4)
-        kernel = tf.tile(kernel, [1, 1, groups, 1])
+        n = tf.shape(x)[0]
+        x, kernel = _fold_batch(x, groups), tf.tile(kernel, [1, 1, groups, 1])
 
     def depthwise(inputs, num_spatial_dims=2, padding=conv.padding.upper()):
         # The raw op accepts a kernel whose channel count is only known at run time.
