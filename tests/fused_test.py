@@ -108,7 +108,8 @@ def test_fused_supernet_matches_per_edge_layers(case):
 
 
 def test_fused_graph_has_fewer_depthwise_convolutions():
-    """Each source node runs one depthwise convolution per kind instead of one per edge."""
+    """Each source node runs one depthwise convolution per kind instead of one per edge,
+    inside shared functions that are not inlined."""
     model = Supernet(10, (12, 12, 3), init_channels=8, num_layers=1, reduction_cells=(), partial_channels=2,
                      binarization="none")
     x = tf.zeros((2, 12, 12, 3))
@@ -121,6 +122,8 @@ def test_fused_graph_has_fewer_depthwise_convolutions():
         library = graph.as_graph_def().library.function
         per_fn = {f.signature.name: sum(node.op == "DepthwiseConv2dNative" for node in f.node_def) for f in library}
         calls = [node for node in graph.as_graph_def().node if node.op in ("PartitionedCall", "StatefulPartitionedCall")]
+        if fused:  # called, not copied into the caller's graph at every call (`_noinline`)
+            assert all(f.attr["_noinline"].b for f in library if per_fn[f.signature.name])
         return n + sum(per_fn.get(node.attr["f"].func.name, 0) for node in calls)
 
     # Per edge: sep 3x3 and 5x5 have 2 depthwise convs each, dil 3x3 and 5x5 one: 6 per edge, 14 edges.

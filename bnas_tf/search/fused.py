@@ -304,7 +304,11 @@ class FusedOps:
                 tf.TensorSpec([None] + list(x.shape[1:]), x.dtype),
                 [tf.TensorSpec([None] + list(v.shape[1:]), v.dtype) for v in values],
             ]
-            self._fns[key] = tf.function(run, input_signature=signature, autograph=False)
+            # Not inlined: by default TensorFlow copies a function's body into every graph
+            # that calls it, hundreds of times in a supernet step; called, it is built once
+            # (BUILD.md, "Graph size": the first call of the PC-DARTS-setting step 98 -> 66 s).
+            self._fns[key] = tf.function(run, input_signature=signature, autograph=False,
+                                         experimental_attributes={"_noinline": True})
         return self._fns[key]
 
     def call(self, key, ops_, x, training):

@@ -212,10 +212,11 @@ class SearchCell(keras.layers.Layer):
         # instead run `call` symbolically, tracing every branch once more.
         pass
 
-    def call(self, s0, s1, edge_weights, op_weights=None, alive=None, choice=None, training=None, fused=None):
+    def call(self, s0, s1, edge_weights, op_weights=None, alive=None, choice=None, training=None, fused=None,
+             mixer=None):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         if fused is not None:
-            return self._call_fused(states, edge_weights, op_weights, alive, choice, training, fused)
+            return self._call_fused(states, mixer, alive, choice, training, fused)
         amp = ops.zeros(())
         offset = 0
         for node in range(gt.STEPS):
@@ -234,12 +235,14 @@ class SearchCell(keras.layers.Layer):
             states.append(total)
         return ops.concatenate(states[2:], axis=-1), amp
 
-    def _call_fused(self, states, edge_weights, op_weights, alive, choice, training, fused):
+    def _call_fused(self, states, mixer, alive, choice, training, fused):
         """`call` with the edges leaving each node fused (`fused.FusedOps`).
 
         Node j = sum_i beta_ij shuffle(concat(m_ij, r_i)) is computed as
         shuffle(concat(sum_i beta_ij m_ij, sum_i beta_ij r_i)): the shuffle is a
         permutation, so one per node gives the same result as one per edge.
+        The beta-weighted mixtures beta_ij m_ij of all edges leaving node i come
+        from one product with the weights of `mixer` (`_Mixer`).
         """
         first = self.edges[0]
         sub, partial = first.sub_channels, first.partial_channels
@@ -247,7 +250,7 @@ class SearchCell(keras.layers.Layer):
         mixed, rests, parts = {}, {}, {}
         for src in range(gt.STEPS + 2):
             if src >= 2:
-                states.append(self._node(src, mixed, rests, parts, edge_weights))
+                states.append(self._node(src, mixed, rests, parts))
             if src == gt.STEPS + 1:
                 break
             out_edges = [e for e, (s, _) in enumerate(gt.EDGES) if s == src]
@@ -255,19 +258,29 @@ class SearchCell(keras.layers.Layer):
             x = states[src]
             if partial > 1:
                 part, rest = tf.split(x, [sub, x.shape[-1] - sub], axis=-1)
-                rests[src] = rest if edge.bypass_pool is None else edge.bypass_pool(rest)
+                rest = rest if edge.bypass_pool is None else edge.bypass_pool(rest)
+                # beta_ij r_i for every edge (i, j) leaving node i.
+                weighted = rest[..., None] * mixer.edge_weights(out_edges)
+                rests.update(zip(out_edges, tf.unstack(weighted, num=len(out_edges), axis=-1)))
             else:
                 part = x
             parts[src] = part
-            amp = amp + self._fused_source(out_edges, part, op_weights, alive, choice, training, fused, mixed)
+            amp = amp + self._fused_source(out_edges, part, mixer, alive, choice, training, fused, mixed)
         return ops.concatenate(states[2:], axis=-1), amp
 
-    def _fused_source(self, out_edges, part, op_weights, alive, choice, training, fused, mixed):
-        """Runs every operation of the edges `out_edges` (one source) on `part`; fills `mixed`."""
+    def _fused_source(self, out_edges, part, mixer, alive, choice, training, fused, mixed):
+        """Runs every operation of the edges `out_edges` (one source) on `part`; fills `mixed`
+        with beta_e * sum_k w_ek o_k(part) for each edge e (None where no operation runs).
+
+        Each fused operation k gives one output for all its member edges (shared) or
+        one per member; their columns, side by side, times a [columns, edges]
+        matrix of weights (`_Mixer.matrix`: w_ek beta_e where column and edge
+        match, 0 elsewhere) give every edge's mixture in one product.
+        """
         amp = ops.zeros(())
-        acc, extras = None, {e: [] for e in out_edges}
         primitives = self.edges[out_edges[0]].primitives
         strides = self.edges[out_edges[0]].strides
+        pieces, rows = [], []
         for k, name in enumerate(primitives):
             if name == "none":
                 continue  # o(x) = 0 adds nothing: never computed.
@@ -277,39 +290,63 @@ class SearchCell(keras.layers.Layer):
             y, loss = fused.call((name, strides, part.shape[-1]), [self.edges[e].candidates[k] for e in members],
                                  part, training)
             amp = amp + loss
-            if choice is None:
-                w = tf.gather(op_weights[:, k], members)
+            if len(y.shape) == 4:  # the same output for every member edge
+                pieces.append(y[..., None])
+                rows.append([(e, k) if e in members else None for e in out_edges])
             else:
-                w = tf.ones([len(members)], dtype=y.dtype)
-            shared = len(y.shape) == 4
-            if members == out_edges:
-                term = (y[..., None] if shared else y) * w
-                acc = term if acc is None else acc + term
-            else:
-                for i, e in enumerate(members):
-                    extras[e].append((y if shared else y[..., i]) * w[i])
-        columns = tf.unstack(acc, axis=-1) if acc is not None else [None] * len(out_edges)
-        for e, column in zip(out_edges, columns):
-            terms = ([column] if column is not None else []) + extras[e]
-            mixed[e] = tf.add_n(terms) if terms else None
+                pieces.append(y)
+                rows += [[(m, k) if e == m else None for e in out_edges] for m in members]
+        if not pieces:
+            mixed.update((e, None) for e in out_edges)
+            return amp
+        columns = tf.concat(pieces, axis=-1) if len(pieces) > 1 else pieces[0]
+        out = tf.einsum("nhwcr,re->nhwce", columns, mixer.matrix(rows))
+        mixed.update(zip(out_edges, tf.unstack(out, num=len(out_edges), axis=-1)))
         return amp
 
-    def _node(self, dst, mixed, rests, parts, edge_weights):
-        m = r = None
-        for e, (src, d) in enumerate(gt.EDGES):
-            if d != dst:
-                continue
-            w = edge_weights[e]
-            if mixed[e] is not None:
-                m = w * mixed[e] if m is None else m + w * mixed[e]
-            if src in rests:
-                r = w * rests[src] if r is None else r + w * rests[src]
-        if m is None:  # every incoming edge gives zero
-            e = next(e for e, (src, d) in enumerate(gt.EDGES) if d == dst)
+    def _node(self, dst, mixed, rests, parts):
+        """Node dst from the beta-weighted mixtures and bypass channels of its incoming edges."""
+        incoming = [e for e, (_, d) in enumerate(gt.EDGES) if d == dst]
+        terms = [mixed[e] for e in incoming if mixed[e] is not None]
+        if terms:
+            m = tf.add_n(terms) if len(terms) > 1 else terms[0]
+        else:  # every incoming edge gives zero
+            e = incoming[0]
             m = self.edges[e]._zeros(parts[gt.EDGES[e][0]])
-        if r is None:
+        if not rests:
             return m
+        r = tf.add_n([rests[e] for e in incoming])
         return channel_shuffle(ops.concatenate([m, r], axis=-1), self.edges[0].partial_channels)
+
+
+class _Mixer:
+    """The mixing weights of one cell type, prepared once per forward pass and shared by its cells.
+
+    w_ek beta_e: softmax(alpha) over the alive operations of edge e (Eq. 6; ones
+    on a single path) times the edge normalisation softmax(beta)_e of PC-DARTS.
+    """
+
+    def __init__(self, op_weights, edge_weights):
+        self._k = op_weights.shape[1]
+        flat = ops.reshape(op_weights * edge_weights[:, None], [-1])
+        self._flat = ops.concatenate([flat, ops.zeros([1], dtype=flat.dtype)], axis=0)  # last entry: 0
+        self._beta = edge_weights
+        self._cache = {}
+
+    def matrix(self, rows):
+        """[len(rows), E]: entry (r, e) is w_ek beta_e where rows[r][e] = (e, k), 0 where None."""
+        zero = self._flat.shape[0] - 1
+        index = tuple(tuple(zero if c is None else c[0] * self._k + c[1] for c in row) for row in rows)
+        if index not in self._cache:
+            self._cache[index] = tf.reshape(tf.gather(self._flat, np.asarray(index).ravel()), np.shape(index))
+        return self._cache[index]
+
+    def edge_weights(self, edges):
+        """softmax(beta) of `edges`, [E]."""
+        key = ("beta",) + tuple(edges)
+        if key not in self._cache:
+            self._cache[key] = tf.gather(self._beta, edges)
+        return self._cache[key]
 
 
 def default_reduction_cells(num_layers):
@@ -501,6 +538,10 @@ class Supernet(keras.Model):
         edge_w = {t: self.edge_weights(t) for t in gt.CELL_TYPES}
         if choice is not None:
             edge_w = {t: ops.stop_gradient(w) for t, w in edge_w.items()}
+        mixers = {}
+        if self.fuse_edges:
+            ones = ops.ones((gt.NUM_EDGES, len(self.primitives)), dtype=edge_w["normal"].dtype)
+            mixers = {t: _Mixer(ones if choice is not None else mixed[t], edge_w[t]) for t in gt.CELL_TYPES}
         amp = ops.zeros(())
         for cell in self.cells:
             t = "reduce" if cell.reduction else "normal"
@@ -514,6 +555,7 @@ class Supernet(keras.Model):
                 choice=row,
                 training=training,
                 fused=self._fused_ops if self.fuse_edges else None,
+                mixer=mixers.get(t),
             )
             amp = amp + loss
             s0, s1 = s1, out
