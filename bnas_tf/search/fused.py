@@ -24,10 +24,12 @@ kernel is X_hat = A_hat (.) sign(X) of its own edge (Eq. 1), its amplitude
 loss is Eq. 2, BatchNorm statistics are per channel of each edge. The tests
 hold a fused cell to the per-edge layers, outputs and gradients.
 
-As in `supernet.OpTemplates`, each fused operation is traced once per
-(operation, stride, input shape, training), for any number of edges E, and
-called with the variable values of its edges stacked along a leading axis,
-so that tracing a supernet stays fast.
+Each fused operation is traced once per (operation, stride, input shape,
+training, number of edges E) and shared by every cell. It is called with its
+edges' variables (each replica's own copy under tf.distribute): it reads and
+stacks them along a leading axis and writes the new BatchNorm statistics
+back itself, so that the step graphs that call it hold none of that
+per-variable work, and it is not inlined into them.
 """
 
 import keras
@@ -288,26 +290,41 @@ def _run_body(template, x, values, training, groups=1):
     return h.value, new_stats, loss
 
 
+def _local(variable):
+    """The tf.Variable this replica reads and writes: the local copy of a tf.distribute variable.
+
+    A tf.function given a distributed variable reuses the graph traced for
+    another one; given the replica's own component it traces per shape only.
+    """
+    variable = getattr(variable, "value", variable)  # a Keras variable's tf.Variable
+    local = getattr(variable, "_get_on_device_or_primary", None)
+    return local() if local is not None else variable
+
+
 class FusedOps:
-    """One traced function per fused operation kind, for any number of edges; see the module docstring."""
+    """One traced function per fused operation kind and number of edges; see the module docstring."""
 
     def __init__(self):
         self._fns = {}
 
-    def _function(self, key, template, x, values, training, groups):
+    def _function(self, key, template, training, groups, stat_slots):
         if key not in self._fns:
 
-            def run(x, values):
-                return _run_body(template, x, values, training, groups)
+            def run(x, variables):
+                # Reading, stacking and writing back the statistics happen here, once per
+                # traced function, instead of in every step graph that calls it.
+                values = [tf.stack([tf.convert_to_tensor(v) for v in slot]) for slot in variables]
+                y, new_stats, loss = _run_body(template, x, values, training, groups)
+                if training:
+                    for slot, value in zip(stat_slots, new_stats):
+                        for variable, edge_value in zip(variables[slot], tf.unstack(value, num=len(variables[slot]))):
+                            variable.assign(edge_value)
+                return y, loss
 
-            signature = [
-                tf.TensorSpec([None] + list(x.shape[1:]), x.dtype),
-                [tf.TensorSpec([None] + list(v.shape[1:]), v.dtype) for v in values],
-            ]
             # Not inlined: by default TensorFlow copies a function's body into every graph
             # that calls it, hundreds of times in a supernet step; called, it is built once
-            # (BUILD.md, "Graph size": the first call of the PC-DARTS-setting step 98 -> 66 s).
-            self._fns[key] = tf.function(run, input_signature=signature, autograph=False,
+            # (BUILD.md, "Performance of the search step").
+            self._fns[key] = tf.function(run, autograph=False, reduce_retracing=True,
                                          experimental_attributes={"_noinline": True})
         return self._fns[key]
 
@@ -321,17 +338,14 @@ class FusedOps:
         if not _sublayers(template):
             return x, ops.zeros(())
         read = [_variables(op) for op in ops_]
-        # Values, not variables: a tf.function given a tf.distribute variable reuses the graph traced for another.
-        values = [tf.stack([tf.convert_to_tensor(r[i]) for r, _ in read]) for i in range(len(read[0][0]))]
+        slots = [[_local(r[i]) for r, _ in read] for i in range(len(read[0][0]))]
+        written = {id(v) for v in read[0][1]}
+        stat_slots = tuple(i for i, v in enumerate(read[0][0]) if id(v) in written)
         groups = fold_groups(x.shape[-1])
-        fn = self._function(key + (tuple(x.shape[1:]), bool(training), groups), template, x, values, bool(training),
-                            groups)
-        y, new_stats, loss = fn(x, values)
+        fn = self._function(key + (tuple(x.shape[1:]), bool(training), groups), template, bool(training), groups,
+                            stat_slots)
+        x = tf.convert_to_tensor(x)
+        y, loss = fn(x, slots)
         if len(y.shape) == 5:
             y = tf.ensure_shape(y, [None] * 4 + [len(ops_)])
-        if training:
-            # One Unpack per statistic, not a slice per edge (the step graph stays small).
-            for j, value in enumerate(new_stats):
-                for (_, written), edge_value in zip(read, tf.unstack(value, num=len(ops_))):
-                    written[j].assign(edge_value)
         return y, loss
