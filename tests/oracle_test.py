@@ -589,6 +589,29 @@ def test_corrupt_oracle_file_raises_state_error(tmp_path):
         make_oracle(tmp_path, k=3, t=1, history=False).reload()
 
 
+def test_tuner_file_is_written_atomically_and_a_torn_one_does_not_stop_a_resume(tmp_path):
+    """A search killed while Keras-Tuner wrote tuner0.json in place left it empty, and the
+    resume died in json.loads. BnasTuner writes it through a rename, and reads a torn one
+    as the empty state it holds; the Oracle's state comes back whole."""
+    from bnas_tf.search.tuner import BnasTuner
+
+    oracle = make_oracle(tmp_path, k=3, t=1, history=False)
+    tuner = BnasTuner(oracle, None, directory=str(tmp_path), project_name="project")
+    oracle.finish_phase(alpha_for(1))
+    tuner.save()
+    fname = os.path.join(str(tmp_path), "project", "tuner0.json")
+    with open(fname) as f:
+        assert json.load(f) == {}
+    assert not os.path.exists(fname + ".tmp")
+    expected = _bnas_state(oracle)
+    open(fname, "w").close()  # killed mid-write, as Keras-Tuner's own save could be
+    resumed = BnasTuner(make_oracle(tmp_path, k=3, t=1, history=False), None, directory=str(tmp_path),
+                        project_name="project")
+    assert _bnas_state(resumed.oracle) == expected
+    with open(fname) as f:
+        assert json.load(f) == {}
+
+
 def test_incompatible_oracle_file_raises_state_error(tmp_path):
     oracle = make_oracle(tmp_path, k=3, t=1, history=False)
     oracle.finish_phase(alpha_for(1))

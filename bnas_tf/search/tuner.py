@@ -49,6 +49,33 @@ class BnasTuner(keras_tuner.Tuner):
         super().__init__(oracle=oracle, hypermodel=None, overwrite=False, **kwargs)
         self._unit_seconds = []
 
+    def save(self):
+        """The Oracle's files, then the tuner's own, each through a temporary file and a rename.
+
+        Keras-Tuner writes the tuner's file in place: a search killed during
+        that write left it empty, and the resume failed on it.
+        """
+        if not self._is_worker():
+            self.oracle.save()
+        _write_json_atomic(self._get_tuner_fname(), self.get_state())
+
+    def reload(self):
+        """The Oracle's state (its errors name the file and what to do).
+
+        The tuner's own file holds no search state (a `keras_tuner.Tuner`
+        keeps none), so an unreadable one, as a search killed mid-write by an
+        earlier bnas_tf left, is rewritten and nothing is lost.
+        """
+        if not self._is_worker():
+            self.oracle.reload()
+        fname = self._get_tuner_fname()
+        try:
+            with open(fname, encoding="utf-8") as f:
+                self.set_state(json.load(f))
+        except (OSError, ValueError):
+            logging.warning("%s is unreadable; it holds no search state and is written again.", fname)
+            _write_json_atomic(fname, self.get_state())
+
     # A failed trial is a bug or a diverged loss: let it surface, never skip it.
     def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
         self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
