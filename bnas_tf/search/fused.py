@@ -40,6 +40,7 @@ from bnas_tf import amplitude as amp
 from bnas_tf import layers as bl
 from bnas_tf import ops as bops
 from bnas_tf.errors import ConfigError
+from bnas_tf.optim import _tf_variable
 
 
 def _sublayers(op):
@@ -296,7 +297,7 @@ def _local(variable):
     A tf.function given a distributed variable reuses the graph traced for
     another one; given the replica's own component it traces per shape only.
     """
-    variable = getattr(variable, "value", variable)  # a Keras variable's tf.Variable
+    variable = _tf_variable(variable)
     local = getattr(variable, "_get_on_device_or_primary", None)
     return local() if local is not None else variable
 

@@ -540,8 +540,11 @@ class Supernet(keras.Model):
             edge_w = {t: ops.stop_gradient(w) for t, w in edge_w.items()}
         mixers = {}
         if self.fuse_edges:
-            ones = ops.ones((gt.NUM_EDGES, len(self.primitives)), dtype=edge_w["normal"].dtype)
-            mixers = {t: _Mixer(ones if choice is not None else mixed[t], edge_w[t]) for t in gt.CELL_TYPES}
+            op_w = mixed
+            if choice is not None:  # a single path: each chosen operation with weight 1
+                ones = ops.ones((gt.NUM_EDGES, len(self.primitives)), dtype=edge_w["normal"].dtype)
+                op_w = dict.fromkeys(gt.CELL_TYPES, ones)
+            mixers = {t: _Mixer(op_w[t], edge_w[t]) for t in gt.CELL_TYPES}
         amp = ops.zeros(())
         for cell in self.cells:
             t = "reduce" if cell.reduction else "normal"

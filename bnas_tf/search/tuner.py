@@ -25,11 +25,12 @@ import time
 
 import keras_tuner
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from bnas_tf import genotypes as gt
 from bnas_tf.search import outputs
-from bnas_tf.search.oracle import BnasOracle
+from bnas_tf.search.oracle import BnasOracle, _write_json_atomically
 from bnas_tf.search.pcdarts import Searcher, _write_json_atomic, search_graph_options
 
 
@@ -50,14 +51,15 @@ class BnasTuner(keras_tuner.Tuner):
         self._unit_seconds = []
 
     def save(self):
-        """The Oracle's files, then the tuner's own, each through a temporary file and a rename.
+        """The Oracle's files, then the tuner's own, each through a temporary file and a rename
+        (`oracle._write_json_atomically`, which also serves gs:// project directories).
 
         Keras-Tuner writes the tuner's file in place: a search killed during
         that write left it empty, and the resume failed on it.
         """
         if not self._is_worker():
             self.oracle.save()
-        _write_json_atomic(self._get_tuner_fname(), self.get_state())
+        _write_json_atomically(self._get_tuner_fname(), self.get_state())
 
     def reload(self):
         """The Oracle's state (its errors name the file and what to do).
@@ -70,11 +72,11 @@ class BnasTuner(keras_tuner.Tuner):
             self.oracle.reload()
         fname = self._get_tuner_fname()
         try:
-            with open(fname, encoding="utf-8") as f:
+            with tf.io.gfile.GFile(fname) as f:  # as Keras-Tuner reads it: local or gs://
                 self.set_state(json.load(f))
-        except (OSError, ValueError):
+        except (OSError, ValueError, tf.errors.OpError):
             logging.warning("%s is unreadable; it holds no search state and is written again.", fname)
-            _write_json_atomic(fname, self.get_state())
+            _write_json_atomically(fname, self.get_state())
 
     # A failed trial is a bug or a diverged loss: let it surface, never skip it.
     def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
