@@ -106,13 +106,13 @@ class _Activations:
 
     def flat(self):
         """[N, H, W, C * E], channel-major (per edge only)."""
-        s = tf.shape(self.value)
-        return tf.reshape(self.value, [s[0], s[1], s[2], -1])
+        n, h, w, _, _ = tf.unstack(tf.shape(self.value), num=5)  # one op, not a slice per axis
+        return tf.reshape(self.value, [n, h, w, -1])
 
     @classmethod
     def from_flat(cls, flat, channels):
-        s = tf.shape(flat)
-        return cls(tf.reshape(flat, [s[0], s[1], s[2], channels, -1]), False)
+        n, h, w, _ = tf.unstack(tf.shape(flat), num=4)
+        return cls(tf.reshape(flat, [n, h, w, channels, -1]), False)
 
 
 def _binarized_kernels(conv, values, depthwise):
@@ -152,16 +152,16 @@ def _fold_batch(x, groups):
     """[N, H, W, C] -> [ceil(N / g), H, W, g * C]: g consecutive examples side by side in
     the channels (example i, channel c -> row i // g, channel (i % g) * C + c); zero
     examples pad N to a multiple of g."""
-    n = tf.shape(x)[0]
+    n = tf.unstack(tf.shape(x), num=4)[0]
     x = tf.pad(x, [[0, (groups - n % groups) % groups], [0, 0], [0, 0], [0, 0]])
-    s = tf.unstack(tf.shape(x))
+    s = tf.unstack(tf.shape(x), num=4)
     x = tf.reshape(x, [-1, groups, s[1], s[2], s[3]])
     return tf.reshape(tf.transpose(x, [0, 2, 3, 1, 4]), [-1, s[1], s[2], groups * s[3]])
 
 
 def _unfold_batch(y, groups, n):
     """The inverse of `_fold_batch` on a convolution's output: [N', H, W, g * C] -> [n, H, W, C]."""
-    s = tf.unstack(tf.shape(y))
+    s = tf.unstack(tf.shape(y), num=4)
     y = tf.reshape(y, [-1, s[1], s[2], groups, s[3] // groups])
     return tf.reshape(tf.transpose(y, [0, 3, 1, 2, 4]), [-1, s[1], s[2], s[3] // groups])[:n]
 
@@ -173,7 +173,7 @@ def _depthwise(conv, h, kernels, groups):
     channels and the kernel tiled g times: each output channel still sees one
     input channel of one example, so the result is the same.
     """
-    stacked = tf.transpose(kernels[..., 0], [1, 2, 3, 0])  # [k, k, C, E]: channel c, edge e -> c * E + e
+    stacked = tf.transpose(tf.squeeze(kernels, axis=4), [1, 2, 3, 0])  # [k, k, C, E]: channel c, edge e -> c * E + e
     k0, k1, channels = kernels.shape[1], kernels.shape[2], kernels.shape[3]
     if h.shared:
         x, kernel = h.value, stacked
@@ -182,7 +182,7 @@ def _depthwise(conv, h, kernels, groups):
     x = _quantize(conv, x)
     strides = [1, *conv.strides, 1]
     if groups > 1:
-        n = tf.shape(x)[0]
+        n = tf.unstack(tf.shape(x), num=4)[0]
         x, kernel = _fold_batch(x, groups), tf.tile(kernel, [1, 1, groups, 1])
 
     def depthwise(inputs, num_spatial_dims=2, padding=conv.padding.upper()):
@@ -201,7 +201,7 @@ def _depthwise(conv, h, kernels, groups):
 
 def _pointwise(conv, h, kernels):
     """Each edge's 1 x 1 convolution; kernels [E, 1, 1, C, D]."""
-    stacked = tf.transpose(kernels[:, 0, 0], [1, 2, 0])  # [C, D, E]
+    stacked = tf.transpose(tf.squeeze(kernels, axis=[1, 2]), [1, 2, 0])  # [C, D, E]
     c, d = kernels.shape[3], kernels.shape[4]
     edges = tf.shape(kernels)[0]
     if h.shared:
@@ -227,19 +227,19 @@ def _batch_norm(bn, h, moving_mean, moving_var, training):
         mean, var = ops.moments(h.value, axes=[0, 1, 2])  # [C] shared, or [C, E]
         y = tf.nn.batch_normalization(h.value, mean, var, None, None, eps)
         if h.shared:
-            mean, var = mean[:, None], var[:, None]
+            mean, var = tf.expand_dims(mean, 1), tf.expand_dims(var, 1)
         new_mean = mm * momentum + mean * (1.0 - momentum)
         new_var = mv * momentum + var * (1.0 - momentum)
         return _Activations(y, h.shared), [tf.transpose(new_mean), tf.transpose(new_var)]
-    x = h.value[..., None] if h.shared else h.value
+    x = tf.expand_dims(h.value, 4) if h.shared else h.value
     y = tf.nn.batch_normalization(x, mm, mv, None, None, eps)
     return _Activations(y, False), [moving_mean, moving_var]
 
 
 def _prelu(h, alpha):
     """Keras's PReLU, relu(x) - alpha * relu(-x), with each edge's alpha; alpha [E, 1, 1, C]."""
-    alpha = tf.transpose(alpha[:, 0, 0])  # [C, E]
-    x = h.value[..., None] if h.shared else h.value
+    alpha = tf.transpose(tf.squeeze(alpha, axis=[1, 2]))  # [C, E]
+    x = tf.expand_dims(h.value, 4) if h.shared else h.value
     return _Activations(ops.relu(x) + (-alpha) * ops.relu(-x), False)
 
 

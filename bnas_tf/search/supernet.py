@@ -260,7 +260,7 @@ class SearchCell(keras.layers.Layer):
                 part, rest = tf.split(x, [sub, x.shape[-1] - sub], axis=-1)
                 rest = rest if edge.bypass_pool is None else edge.bypass_pool(rest)
                 # beta_ij r_i for every edge (i, j) leaving node i.
-                weighted = rest[..., None] * mixer.edge_weights(out_edges)
+                weighted = tf.expand_dims(rest, 4) * mixer.edge_weights(out_edges)
                 rests.update(zip(out_edges, tf.unstack(weighted, num=len(out_edges), axis=-1)))
             else:
                 part = x
@@ -291,7 +291,7 @@ class SearchCell(keras.layers.Layer):
                                  part, training)
             amp = amp + loss
             if len(y.shape) == 4:  # the same output for every member edge
-                pieces.append(y[..., None])
+                pieces.append(tf.expand_dims(y, 4))
                 rows.append([(e, k) if e in members else None for e in out_edges])
             else:
                 pieces.append(y)
