@@ -19,6 +19,10 @@ which differs while the cosine schedule decays it; this is the DARTS /
 PC-DARTS reference's form. Clipping acts on the raw gradient and the decay
 is added after it, in the reference's order (``clip_grad_norm_`` before
 ``optimizer.step()``).
+
+Variables of one shape are stacked and split together, so that the step
+graph holds a few ops per shape and only the read and the update of each
+variable (BUILD.md, "Graph size").
 """
 
 import numpy as np
@@ -57,6 +61,10 @@ class FlatSGD(tf.Module):
         self._targets = lambda: targets
         self._shapes = [v.shape for v in targets]
         self._sizes = [int(np.prod(s)) for s in self._shapes]
+        ranks = {}
+        for shape in self._shapes:
+            ranks.setdefault(tuple(shape), len(ranks))
+        self._group_rank = lambda shape: ranks[shape]  # a closure: tf.Module would track a dict
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.clip_norm = float(clip_norm or 0.0)
@@ -72,6 +80,21 @@ class FlatSGD(tf.Module):
         """The optimizer's own variables (velocity, learning rate)."""
         return [v for v in (self.velocity, self.learning_rate) if v is not None]
 
+    def _groups(self, used):
+        """The variables `used` grouped by shape: [(shape, [index, ...])], groups in order of
+        first appearance in the whole list, so that the grouped order of any subset is a
+        subsequence of the grouped order of all variables."""
+        groups = {}
+        for i in used:
+            groups.setdefault(tuple(self._shapes[i]), []).append(i)
+        return sorted(groups.items(), key=lambda item: self._group_rank(item[0]))
+
+    @staticmethod
+    def _as_vector(tensors):
+        """One flat vector of tensors of one shape: one stack (none for one tensor) and one reshape."""
+        stacked = tensors[0] if len(tensors) == 1 else tf.stack(tensors)
+        return tf.reshape(stacked, tf.constant([-1]))
+
     def apply(self, grads):
         """One step; ``grads[i]`` is variable i's gradient on this replica, or None."""
         used = tuple(i for i, g in enumerate(grads) if g is not None)
@@ -79,55 +102,54 @@ class FlatSGD(tf.Module):
             return
         targets = self._targets()
         dtype = targets[used[0]].dtype
-        flatten = tf.constant([-1])  # one shape constant for every reshape (the step graph stays small)
-        flat = tf.concat([tf.reshape(tf.cast(grads[i], dtype), flatten) for i in used], 0)
+        # Grouped by shape: a stack and a reshape per shape instead of a reshape per variable
+        # (thousands in a supernet step).
+        groups = self._groups(used)
+        flat = tf.concat([self._as_vector([tf.cast(grads[i], dtype) for i in idx]) for _, idx in groups], 0)
         ctx = tf.distribute.get_replica_context()
         if ctx is None:
-            self._update(tf.distribute.get_strategy(), flat, used)
+            self._update(tf.distribute.get_strategy(), flat, groups)
             return
         flat = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flat)
-        ctx.merge_call(lambda strategy, g: self._update(strategy, g, used), args=(flat,))
+        ctx.merge_call(lambda strategy, g: self._update(strategy, g, groups), args=(flat,))
 
-    def _update(self, strategy, flat, used):
+    def _update(self, strategy, flat, groups):
         """Cross-replica: the step on every device's copy, from its (identical) summed gradient."""
         targets = self._targets()
-        anchor = self.velocity if self.velocity is not None else targets[used[0]]
-        strategy.extended.update(anchor, lambda _, g: self._step(g, used), args=(flat,), group=False)
+        anchor = self.velocity if self.velocity is not None else targets[groups[0][1][0]]
+        strategy.extended.update(anchor, lambda _, g: self._step(g, groups), args=(flat,), group=False)
 
-    def _step(self, g, used):
+    def _step(self, g, groups):
         # Inside `extended.update`: reads and assigns reach this device's copy of each variable.
+        # g holds the used variables in grouped order (`_groups`).
         targets = self._targets()
+        order = [i for _, idx in groups for i in idx]
         if self.clip_norm:
             g = tf.clip_by_norm(g, self.clip_norm)
         if self.weight_decay or self.absolute:
-            flatten = tf.constant([-1])
-            w = tf.concat([tf.reshape(targets[i], flatten) for i in used], 0)
+            w = tf.concat([self._as_vector([targets[i] for i in idx]) for _, idx in groups], 0)
         if self.weight_decay:
             g = g + self.weight_decay * w
         if self.velocity is not None:
-            everything = len(used) == len(targets)
-            if everything:
+            # The velocity is kept in the variables' own order: one split and one concat
+            # move it to the grouped order and back.
+            if order == list(range(len(targets))):
                 v = self.momentum * self.velocity + g
                 self.velocity.assign(v)
             else:
                 pieces = tf.split(self.velocity, self._sizes)
-                v = self.momentum * tf.concat([pieces[i] for i in used], 0) + g
-                for i, piece in zip(used, tf.split(v, [self._sizes[i] for i in used])):
+                v = self.momentum * tf.concat([pieces[i] for i in order], 0) + g
+                for i, piece in zip(order, tf.split(v, [self._sizes[i] for i in order])):
                     pieces[i] = piece
                 self.velocity.assign(tf.concat(pieces, 0))
             g = v
-        sizes = [self._sizes[i] for i in used]
-        shapes = {}  # one shape constant per distinct shape
-
-        def shape(i):
-            key = tuple(self._shapes[i])
-            if key not in shapes:
-                shapes[key] = tf.constant(key, tf.int32)
-            return shapes[key]
-
-        if self.absolute:
-            for i, value in zip(used, tf.split(tf.abs(w - self.learning_rate * g), sizes)):
-                targets[i].assign(tf.reshape(value, shape(i)))
-        else:
-            for i, delta in zip(used, tf.split(self.learning_rate * g, sizes)):
-                targets[i].assign_sub(tf.reshape(delta, shape(i)))
+        new = tf.abs(w - self.learning_rate * g) if self.absolute else self.learning_rate * g
+        chunks = tf.split(new, [len(idx) * self._sizes[idx[0]] for _, idx in groups])
+        for (shape, idx), chunk in zip(groups, chunks):
+            values = [tf.reshape(chunk, shape)] if len(idx) == 1 else tf.unstack(
+                tf.reshape(chunk, (len(idx),) + shape), num=len(idx))
+            for i, value in zip(idx, values):
+                if self.absolute:
+                    targets[i].assign(value)
+                else:
+                    targets[i].assign_sub(value)

@@ -13,7 +13,9 @@ import tensorflow as tf
 
 from bnas_tf.optim import FlatSGD
 
-SHAPES = [(3, 3, 4, 1), (1, 1, 4, 8), (8,), (2, 5)]
+# Repeated shapes, interleaved: FlatSGD stacks variables of one shape (its grouped order
+# differs from theirs).
+SHAPES = [(3, 3, 4, 1), (1, 1, 4, 8), (8,), (2, 5), (3, 3, 4, 1), (8,), (1, 1, 4, 8), (8,)]
 
 
 def _reference_sgd(weights, grads_per_step, lr_per_step, momentum, weight_decay, clip_norm):
@@ -46,6 +48,7 @@ def test_matches_pytorch_sgd_with_skipped_variables(clip_norm):
     steps = [_random(rng, SHAPES) for _ in range(3)]
     steps[1][2] = None  # variable 2 gets no gradient in step 2: untouched, momentum included
     steps[2][0] = None
+    steps[2][5] = None  # and in step 3 one of the three (8,) variables
     lrs = [0.1, 0.05, 0.025]
     variables = [tf.Variable(w) for w in init]
     opt = FlatSGD(variables, learning_rate=lrs[0], momentum=0.9, weight_decay=3e-4, clip_norm=clip_norm, name="w")
