@@ -35,7 +35,6 @@ trial that was RUNNING when the process died is put back by Keras-Tuner's
 ends.
 """
 
-import json
 import math
 import os
 
@@ -51,6 +50,7 @@ from bnas_tf.genotypes import CELL_TYPES
 from bnas_tf.genotypes import NUM_EDGES
 from bnas_tf.genotypes import PRIMITIVES
 from bnas_tf.search import abandon as abandon_lib
+from bnas_tf.search import statefile
 from bnas_tf.search.history import History
 
 TrialStatus = trial_module.TrialStatus
@@ -69,27 +69,6 @@ def hp_name(cell_type, edge):
 
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _write_json_atomically(path, obj):
-    """Writes JSON to `path` through a temporary file and a rename.
-
-    A crash never leaves a half-written file behind (Keras-Tuner writes in
-    place). Local paths use `os.replace`; other file systems (gs://...) go
-    through `tf.io.gfile`. The oracle is the only writer of its files.
-    """
-    text = json.dumps(obj)
-    tmp = path + ".tmp"
-    if "://" not in path:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-        return
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 class BnasOracle(keras_tuner.Oracle):
@@ -623,13 +602,13 @@ class BnasOracle(keras_tuner.Oracle):
 
     def save(self):
         """Writes oracle.json (atomically), then the missing history records."""
-        _write_json_atomically(self._get_oracle_fname(), self.get_state())
+        statefile.write(self._get_oracle_fname(), self.get_state())
         self._sync_history()
 
     def _save_trial(self, trial):
         # Keras-Tuner writes trial.json in place; a crash could tear it.
         fname = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
-        _write_json_atomically(fname, trial.get_state())
+        statefile.write(fname, trial.get_state())
 
     def reload(self):
         """Reloads the trials and oracle.json; a bad file raises StateError.

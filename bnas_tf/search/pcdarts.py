@@ -18,7 +18,6 @@ search replays exactly what an uninterrupted one does.
 import collections
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -32,6 +31,7 @@ from bnas_tf import data as data_lib
 from bnas_tf import distribute
 from bnas_tf.optim import FlatSGD
 from bnas_tf.errors import ConfigError, StateError, TrainingError
+from bnas_tf.search import statefile
 from bnas_tf.search.supernet import Supernet
 
 
@@ -138,13 +138,6 @@ def _sum_over_replicas(grads):
     if not grads:
         return grads
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, list(grads))
-
-
-def _write_json_atomic(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 class _TimedFirstCall:
@@ -264,7 +257,7 @@ class Searcher:
         """Checkpoints after a unit; `pending` (the unit's result) is written first."""
         start = time.perf_counter()
         if pending is not None:
-            _write_json_atomic(os.path.join(self.model_dir, "pending_unit.json"), pending)
+            statefile.write(os.path.join(self.model_dir, "pending_unit.json"), pending, indent=1)
         if self.is_chief:
             self.manager.save(checkpoint_number=int(self.unit.numpy()))
         self.seconds["checkpoint"] += time.perf_counter() - start
@@ -272,12 +265,13 @@ class Searcher:
     def pending(self):
         """The result of the last checkpointed unit, if it is the current one."""
         path = os.path.join(self.model_dir, "pending_unit.json")
-        if not os.path.exists(path):
-            return None
         try:
-            with open(path) as f:
-                result = json.load(f)
-        except (OSError, ValueError):
+            result = statefile.read(path)
+        except (OSError, ValueError, tf.errors.OpError):
+            logging.warning("%s is unreadable; a trial that finished just before the interruption, if any, "
+                            "runs again.", path)
+            return None
+        if not isinstance(result, dict):
             return None
         return result if result.get("unit") == int(self.unit.numpy()) else None
 

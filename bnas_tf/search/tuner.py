@@ -18,7 +18,6 @@ told, so a search killed at any point resumes from the last finished unit,
 with no trial lost and none counted twice.
 """
 
-import json
 import math
 import os
 import time
@@ -30,8 +29,9 @@ from absl import logging
 
 from bnas_tf import genotypes as gt
 from bnas_tf.search import outputs
-from bnas_tf.search.oracle import BnasOracle, _write_json_atomically
-from bnas_tf.search.pcdarts import Searcher, _write_json_atomic, search_graph_options
+from bnas_tf.search import statefile
+from bnas_tf.search.oracle import BnasOracle
+from bnas_tf.search.pcdarts import Searcher, search_graph_options
 
 
 def total_units(config):
@@ -52,14 +52,14 @@ class BnasTuner(keras_tuner.Tuner):
 
     def save(self):
         """The Oracle's files, then the tuner's own, each through a temporary file and a rename
-        (`oracle._write_json_atomically`, which also serves gs:// project directories).
+        (`statefile.write`, which also serves gs:// project directories).
 
         Keras-Tuner writes the tuner's file in place: a search killed during
         that write left it empty, and the resume failed on it.
         """
         if not self._is_worker():
             self.oracle.save()
-        _write_json_atomically(self._get_tuner_fname(), self.get_state())
+        statefile.write(self._get_tuner_fname(), self.get_state())
 
     def reload(self):
         """The Oracle's state (its errors name the file and what to do).
@@ -72,11 +72,13 @@ class BnasTuner(keras_tuner.Tuner):
             self.oracle.reload()
         fname = self._get_tuner_fname()
         try:
-            with tf.io.gfile.GFile(fname) as f:  # as Keras-Tuner reads it: local or gs://
-                self.set_state(json.load(f))
+            state = statefile.read(fname)
         except (OSError, ValueError, tf.errors.OpError):
             logging.warning("%s is unreadable; it holds no search state and is written again.", fname)
-            _write_json_atomically(fname, self.get_state())
+            statefile.write(fname, self.get_state())
+            return
+        if state is not None:
+            self.set_state(state)
 
     # A failed trial is a bug or a diverged loss: let it surface, never skip it.
     def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
@@ -118,13 +120,14 @@ class BnasTuner(keras_tuner.Tuner):
 
     def _phase_start(self, key):
         path = os.path.join(self.searcher.model_dir, "phase.json")
-        state = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                state = json.load(f)
-        if state.get("key") != key:
+        try:
+            state = statefile.read(path) or {}
+        except (OSError, ValueError, tf.errors.OpError):
+            logging.warning("%s is unreadable; the current phase counts its epochs from here.", path)
+            state = {}
+        if not isinstance(state, dict) or state.get("key") != key:
             state = {"key": key, "start_unit": int(self.searcher.unit.numpy())}
-            _write_json_atomic(path, state)
+            statefile.write(path, state, indent=1)
         return state["start_unit"]
 
     def _run_phase(self, phase):

@@ -1,0 +1,40 @@
+"""The small JSON files that hold a search's state between units.
+
+The Oracle's and the tuner's files, the result of the last unit
+(pending_unit.json) and the current phase (phase.json). Each is written
+through a temporary file and a rename, so that a search killed at any moment
+leaves the old file or the new one, never half of one. Local paths use
+`os.replace`; other file systems (gs://...) go through `tf.io.gfile`, as
+Keras-Tuner reads its project directory.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+
+def write(path, obj, indent=None):
+    """Writes `obj` as JSON to `path` atomically (see the module docstring)."""
+    text = json.dumps(obj, indent=indent)
+    tmp = path + ".tmp"
+    if "://" not in path:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        return
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read(path):
+    """The JSON object in `path`; None when there is no such file.
+
+    Raises ValueError (a malformed file) or OSError / tf.errors.OpError (an
+    unreadable one); the callers decide what that costs them.
+    """
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
