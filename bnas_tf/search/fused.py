@@ -33,6 +33,7 @@ per-variable work, and it is not inlined into them.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -98,7 +99,8 @@ def _variables(op):
 class _Activations:
     """A tensor that is either shared by the E edges ([N, H, W, C]) or per edge ([N, H, W, C, E]).
 
-    E is dynamic: one traced function serves any number of edges.
+    Each function is traced per number of edges E (its variables are one list per
+    edge), so shapes are static but for the batch, and reshapes take constant shapes.
     """
 
     def __init__(self, value, shared):
@@ -106,11 +108,17 @@ class _Activations:
 
     def flat(self):
         """[N, H, W, C * E], channel-major (per edge only)."""
+        s = self.value.shape
+        if s[1:].is_fully_defined():  # one constant shape
+            return tf.reshape(self.value, [-1, s[1], s[2], s[3] * s[4]])
         n, h, w, _, _ = tf.unstack(tf.shape(self.value), num=5)  # one op, not a slice per axis
         return tf.reshape(self.value, [n, h, w, -1])
 
     @classmethod
     def from_flat(cls, flat, channels):
+        s = flat.shape
+        if s[1:].is_fully_defined():
+            return cls(tf.reshape(flat, [-1, s[1], s[2], channels, s[3] // channels]), False)
         n, h, w, _ = tf.unstack(tf.shape(flat), num=4)
         return cls(tf.reshape(flat, [n, h, w, channels, -1]), False)
 
@@ -154,14 +162,14 @@ def _fold_batch(x, groups):
     examples pad N to a multiple of g."""
     n = tf.unstack(tf.shape(x), num=4)[0]
     x = tf.pad(x, [[0, (groups - n % groups) % groups], [0, 0], [0, 0], [0, 0]])
-    s = tf.unstack(tf.shape(x), num=4)
+    s = [None] + x.shape[1:].as_list() if x.shape[1:].is_fully_defined() else tf.unstack(tf.shape(x), num=4)
     x = tf.reshape(x, [-1, groups, s[1], s[2], s[3]])
     return tf.reshape(tf.transpose(x, [0, 2, 3, 1, 4]), [-1, s[1], s[2], groups * s[3]])
 
 
 def _unfold_batch(y, groups, n):
     """The inverse of `_fold_batch` on a convolution's output: [N', H, W, g * C] -> [n, H, W, C]."""
-    s = tf.unstack(tf.shape(y), num=4)
+    s = [None] + y.shape[1:].as_list() if y.shape[1:].is_fully_defined() else tf.unstack(tf.shape(y), num=4)
     y = tf.reshape(y, [-1, s[1], s[2], groups, s[3] // groups])
     return tf.reshape(tf.transpose(y, [0, 3, 1, 2, 4]), [-1, s[1], s[2], s[3] // groups])[:n]
 
@@ -203,13 +211,13 @@ def _pointwise(conv, h, kernels):
     """Each edge's 1 x 1 convolution; kernels [E, 1, 1, C, D]."""
     stacked = tf.transpose(tf.squeeze(kernels, axis=[1, 2]), [1, 2, 0])  # [C, D, E]
     c, d = kernels.shape[3], kernels.shape[4]
-    edges = tf.shape(kernels)[0]
+    edges = kernels.shape[0]  # static: each function is traced per number of edges
     if h.shared:
         kernel = tf.reshape(stacked, [1, 1, c, -1])
         x = h.value
     else:
         # Block diagonal: rows (c, e), columns (d, f), edge e's kernel where e == f.
-        eye = tf.eye(edges, dtype=stacked.dtype)
+        eye = tf.constant(np.eye(edges), dtype=stacked.dtype)
         kernel = tf.reshape(tf.einsum("cde,ef->cedf", stacked, eye), [1, 1, c * edges, d * edges])
         x = h.flat()
     y = tf.nn.conv2d(_quantize(conv, x), kernel, [1, *conv.strides, 1], conv.padding.upper())
@@ -347,6 +355,6 @@ class FusedOps:
                             stat_slots)
         x = tf.convert_to_tensor(x)
         y, loss = fn(x, slots)
-        if len(y.shape) == 5:
+        if len(y.shape) == 5 and y.shape[-1] is None:
             y = tf.ensure_shape(y, [None] * 4 + [len(ops_)])
         return y, loss
