@@ -21,7 +21,11 @@ def test_write_replaces_the_file_whole_and_read_gives_it_back(tmp_path):
     assert not os.path.exists(path + ".tmp")
     with open(path, "w") as f:
         f.write('{"unit": ')  # torn by something else
-    with pytest.raises(ValueError):
+    with pytest.raises(statefile.Unreadable, match="state.json"):
+        statefile.read(path)
+    with open(path, "w") as f:
+        f.write("[1, 2]")  # JSON, but not a state object
+    with pytest.raises(statefile.Unreadable, match="not an object"):
         statefile.read(path)
 
 

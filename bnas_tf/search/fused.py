@@ -108,19 +108,23 @@ class _Activations:
 
     def flat(self):
         """[N, H, W, C * E], channel-major (per edge only)."""
-        s = self.value.shape
-        if s[1:].is_fully_defined():  # one constant shape
-            return tf.reshape(self.value, [-1, s[1], s[2], s[3] * s[4]])
-        n, h, w, _, _ = tf.unstack(tf.shape(self.value), num=5)  # one op, not a slice per axis
-        return tf.reshape(self.value, [n, h, w, -1])
+        _, h, w, c, e = _dims(self.value)
+        return tf.reshape(self.value, [-1, h, w, c * e])
 
     @classmethod
     def from_flat(cls, flat, channels):
-        s = flat.shape
-        if s[1:].is_fully_defined():
-            return cls(tf.reshape(flat, [-1, s[1], s[2], channels, s[3] // channels]), False)
-        n, h, w, _ = tf.unstack(tf.shape(flat), num=4)
-        return cls(tf.reshape(flat, [n, h, w, channels, -1]), False)
+        _, h, w, ce = _dims(flat)
+        return cls(tf.reshape(flat, [-1, h, w, channels, ce // channels]), False)
+
+
+def _dims(x):
+    """x's sizes: Python ints where static (a reshape to them takes one constant shape),
+    the others from one `unstack` of tf.shape (one op, not a slice per axis)."""
+    static = x.shape.as_list()
+    if None not in static:
+        return static
+    dynamic = tf.unstack(tf.shape(x), num=len(static))
+    return [d if s is None else s for s, d in zip(static, dynamic)]
 
 
 def _binarized_kernels(conv, values, depthwise):
@@ -160,18 +164,17 @@ def _fold_batch(x, groups):
     """[N, H, W, C] -> [ceil(N / g), H, W, g * C]: g consecutive examples side by side in
     the channels (example i, channel c -> row i // g, channel (i % g) * C + c); zero
     examples pad N to a multiple of g."""
-    n = tf.unstack(tf.shape(x), num=4)[0]
+    n, h, w, c = _dims(x)
     x = tf.pad(x, [[0, (groups - n % groups) % groups], [0, 0], [0, 0], [0, 0]])
-    s = [None] + x.shape[1:].as_list() if x.shape[1:].is_fully_defined() else tf.unstack(tf.shape(x), num=4)
-    x = tf.reshape(x, [-1, groups, s[1], s[2], s[3]])
-    return tf.reshape(tf.transpose(x, [0, 2, 3, 1, 4]), [-1, s[1], s[2], groups * s[3]])
+    x = tf.reshape(x, [-1, groups, h, w, c])
+    return tf.reshape(tf.transpose(x, [0, 2, 3, 1, 4]), [-1, h, w, groups * c])
 
 
 def _unfold_batch(y, groups, n):
     """The inverse of `_fold_batch` on a convolution's output: [N', H, W, g * C] -> [n, H, W, C]."""
-    s = [None] + y.shape[1:].as_list() if y.shape[1:].is_fully_defined() else tf.unstack(tf.shape(y), num=4)
-    y = tf.reshape(y, [-1, s[1], s[2], groups, s[3] // groups])
-    return tf.reshape(tf.transpose(y, [0, 3, 1, 2, 4]), [-1, s[1], s[2], s[3] // groups])[:n]
+    _, h, w, c = _dims(y)
+    y = tf.reshape(y, [-1, h, w, groups, c // groups])
+    return tf.reshape(tf.transpose(y, [0, 3, 1, 2, 4]), [-1, h, w, c // groups])[:n]
 
 
 def _depthwise(conv, h, kernels, groups):
@@ -190,7 +193,7 @@ def _depthwise(conv, h, kernels, groups):
     x = _quantize(conv, x)
     strides = [1, *conv.strides, 1]
     if groups > 1:
-        n = tf.unstack(tf.shape(x), num=4)[0]
+        n = _dims(x)[0]
         x, kernel = _fold_batch(x, groups), tf.tile(kernel, [1, 1, groups, 1])
 
     def depthwise(inputs, num_spatial_dims=2, padding=conv.padding.upper()):

@@ -267,11 +267,11 @@ class Searcher:
         path = os.path.join(self.model_dir, "pending_unit.json")
         try:
             result = statefile.read(path)
-        except (OSError, ValueError, tf.errors.OpError):
+        except statefile.Unreadable:
             logging.warning("%s is unreadable; a trial that finished just before the interruption, if any, "
                             "runs again.", path)
             return None
-        if not isinstance(result, dict):
+        if result is None:
             return None
         return result if result.get("unit") == int(self.unit.numpy()) else None
 

@@ -28,13 +28,22 @@ def write(path, obj, indent=None):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def read(path):
-    """The JSON object in `path`; None when there is no such file.
+class Unreadable(Exception):
+    """A state file that cannot be read, is not JSON, or holds no JSON object."""
 
-    Raises ValueError (a malformed file) or OSError / tf.errors.OpError (an
-    unreadable one); the callers decide what that costs them.
+
+def read(path):
+    """The JSON object (a dict) in `path`; None when there is no such file.
+
+    Raises `Unreadable` for anything else; the callers decide what that costs them.
     """
     if not tf.io.gfile.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            state = json.load(f)
+    except (OSError, ValueError, tf.errors.OpError) as err:
+        raise Unreadable(f"{path}: {err}") from err
+    if not isinstance(state, dict):
+        raise Unreadable(f"{path} holds a JSON {type(state).__name__}, not an object.")
+    return state

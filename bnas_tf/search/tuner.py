@@ -24,7 +24,6 @@ import time
 
 import keras_tuner
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from bnas_tf import genotypes as gt
@@ -73,7 +72,7 @@ class BnasTuner(keras_tuner.Tuner):
         fname = self._get_tuner_fname()
         try:
             state = statefile.read(fname)
-        except (OSError, ValueError, tf.errors.OpError):
+        except statefile.Unreadable:
             logging.warning("%s is unreadable; it holds no search state and is written again.", fname)
             statefile.write(fname, self.get_state())
             return
@@ -122,10 +121,10 @@ class BnasTuner(keras_tuner.Tuner):
         path = os.path.join(self.searcher.model_dir, "phase.json")
         try:
             state = statefile.read(path) or {}
-        except (OSError, ValueError, tf.errors.OpError):
+        except statefile.Unreadable:
             logging.warning("%s is unreadable; the current phase counts its epochs from here.", path)
             state = {}
-        if not isinstance(state, dict) or state.get("key") != key:
+        if state.get("key") != key:
             state = {"key": key, "start_unit": int(self.searcher.unit.numpy())}
             statefile.write(path, state, indent=1)
         return state["start_unit"]
