@@ -250,7 +250,7 @@ class SearchCell(keras.layers.Layer):
         mixed, rests, parts = {}, {}, {}
         for src in range(gt.STEPS + 2):
             if src >= 2:
-                states.append(self._node(src, mixed, rests, parts))
+                states.append(self._node(src, mixed, rests, parts, mixer))
             if src == gt.STEPS + 1:
                 break
             out_edges = [e for e, (s, _) in enumerate(gt.EDGES) if s == src]
@@ -258,10 +258,7 @@ class SearchCell(keras.layers.Layer):
             x = states[src]
             if partial > 1:
                 part, rest = tf.split(x, [sub, x.shape[-1] - sub], axis=-1)
-                rest = rest if edge.bypass_pool is None else edge.bypass_pool(rest)
-                # beta_ij r_i for every edge (i, j) leaving node i.
-                weighted = tf.expand_dims(rest, 4) * mixer.edge_weights(out_edges)
-                rests.update(zip(out_edges, tf.unstack(weighted, num=len(out_edges), axis=-1)))
+                rests[src] = rest if edge.bypass_pool is None else edge.bypass_pool(rest)
             else:
                 part = x
             parts[src] = part
@@ -304,8 +301,13 @@ class SearchCell(keras.layers.Layer):
         mixed.update(zip(out_edges, tf.unstack(out, num=len(out_edges), axis=-1)))
         return amp
 
-    def _node(self, dst, mixed, rests, parts):
-        """Node dst from the beta-weighted mixtures and bypass channels of its incoming edges."""
+    def _node(self, dst, mixed, rests, parts, mixer):
+        """Node dst from the beta-weighted mixtures and bypass channels r_i of its incoming edges.
+
+        The bypass part sum_i beta_ij r_i takes one scalar product per edge: a
+        [.., E] product of r_i with the betas of its E outgoing edges, unstacked,
+        would copy every r_i E times over in both passes.
+        """
         incoming = [e for e, (_, d) in enumerate(gt.EDGES) if d == dst]
         terms = [mixed[e] for e in incoming if mixed[e] is not None]
         if terms:
@@ -315,7 +317,8 @@ class SearchCell(keras.layers.Layer):
             m = self.edges[e]._zeros(parts[gt.EDGES[e][0]])
         if not rests:
             return m
-        r = tf.add_n([rests[e] for e in incoming])
+        beta = mixer.betas()
+        r = tf.add_n([rests[gt.EDGES[e][0]] * beta[e] for e in incoming])
         return channel_shuffle(ops.concatenate([m, r], axis=-1), self.edges[0].partial_channels)
 
 
@@ -341,12 +344,11 @@ class _Mixer:
             self._cache[index] = tf.reshape(tf.gather(self._flat, np.asarray(index).ravel()), np.shape(index))
         return self._cache[index]
 
-    def edge_weights(self, edges):
-        """softmax(beta) of `edges`, [E]."""
-        key = ("beta",) + tuple(edges)
-        if key not in self._cache:
-            self._cache[key] = tf.gather(self._beta, edges)
-        return self._cache[key]
+    def betas(self):
+        """softmax(beta) of every edge, as scalars (one unstack per forward pass)."""
+        if "beta" not in self._cache:
+            self._cache["beta"] = tf.unstack(self._beta, num=self._beta.shape[0])
+        return self._cache["beta"]
 
 
 def default_reduction_cells(num_layers):
