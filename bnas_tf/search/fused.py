@@ -174,7 +174,20 @@ def _unfold_batch(y, groups, n):
     """The inverse of `_fold_batch` on a convolution's output: [N', H, W, g * C] -> [n, H, W, C]."""
     _, h, w, c = _dims(y)
     y = tf.reshape(y, [-1, h, w, groups, c // groups])
-    return tf.reshape(tf.transpose(y, [0, 3, 1, 2, 4]), [-1, h, w, c // groups])[:n]
+    return _first_rows(tf.reshape(tf.transpose(y, [0, 3, 1, 2, 4]), [-1, h, w, c // groups]), n)
+
+
+@tf.custom_gradient
+def _first_rows(y, n):
+    """y[:n], whose gradient pads dy back with zero rows. With no padding rows (a batch
+    divisible by g) both are free: the slice and the pad pass their input through,
+    where StridedSlice's own gradient writes a zero tensor and copies dy into it."""
+    extra = tf.shape(y)[0] - n
+
+    def grad(dy):
+        return tf.pad(dy, [[0, extra], [0, 0], [0, 0], [0, 0]]), None
+
+    return y[:n], grad
 
 
 def _depthwise(conv, h, kernels, groups):
