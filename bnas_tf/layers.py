@@ -12,7 +12,8 @@ Every layer takes
 
 The composite blocks follow DARTS's `operations.py`: convolutions without
 bias, BatchNorm with PyTorch's momentum 0.1 (Keras momentum 0.9) and
-epsilon 1e-5, and `affine=False` for the search supernet.
+epsilon 1e-5, and `affine=False` for the search supernet. `BatchNorm` is
+Keras's BatchNormalization, training on one fused kernel (`normalize_batch`).
 """
 
 import keras
@@ -237,11 +238,70 @@ def activation(binary_activations, name=None):
     return keras.layers.ReLU(name=name)
 
 
+# cuDNN's least BatchNorm epsilon, which tf.nn.fused_batch_norm also enforces: PyTorch's
+# 1e-5 in float32 falls just below it. The difference is ~1e-8 of a unit-variance output.
+FUSED_BN_MIN_EPSILON = 1.001e-5
+
+
+def normalize_batch(x, epsilon, scale=None, offset=None):
+    """(y, batch mean, biased batch variance) of x [N, H, W, C] in float32:
+    y = scale (x - mean) / sqrt(var + epsilon) + offset per channel, the moments over N, H, W.
+
+    One FusedBatchNormV3 kernel forward and one backward, where moments and
+    normalisation as separate ops are a dozen passes over x (they took a fifth
+    of the search step; BUILD.md). The kernel's variance output carries
+    Bessel's correction, undone here: Keras's moving variance takes the biased
+    one. Epsilon is at least `FUSED_BN_MIN_EPSILON`.
+    """
+    n, height, width, c = (d if d is not None else t for d, t in zip(x.shape, tf.unstack(tf.shape(x), num=4)))
+    y, mean, var, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+        x=x,
+        scale=tf.ones([c]) if scale is None else tf.convert_to_tensor(scale),
+        offset=tf.zeros([c]) if offset is None else tf.convert_to_tensor(offset),
+        mean=tf.zeros([0]),
+        variance=tf.zeros([0]),
+        epsilon=max(epsilon, FUSED_BN_MIN_EPSILON),
+        is_training=True,
+    )
+    count = tf.cast(n * height * width, tf.float32)
+    return y, mean, var * ((count - 1.0) / count)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BatchNorm(keras.layers.BatchNormalization):
+    """Keras's BatchNormalization, training on one fused kernel where it can.
+
+    y = gamma (x - mu_B) / sqrt(sigma_B^2 + eps) + beta with the batch moments,
+    and moving = momentum * moving + (1 - momentum) * batch statistic, as
+    Keras computes them; training on TensorFlow in float32 over the last axis of
+    4-D inputs runs `normalize_batch`, everything else (inference, masks,
+    renorm, float64, mixed precision) Keras's own code.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (
+            training is True
+            and self.trainable
+            and mask is None
+            and not self.renorm
+            and keras.backend.backend() == "tensorflow"
+            and len(inputs.shape) == 4
+            and self.axis in (3, -1)
+            and inputs.dtype == "float32"
+        )
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        y, mean, var = normalize_batch(
+            inputs, self.epsilon, self.gamma if self.scale else None, self.beta if self.center else None
+        )
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + var * (1.0 - self.momentum))
+        return y
+
+
 def batch_norm(affine=True, name=None):
     """BatchNorm with DARTS's (PyTorch's) momentum and epsilon."""
-    return keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name
-    )
+    return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name)
 
 
 class _Block(keras.layers.Layer):

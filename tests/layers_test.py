@@ -374,3 +374,53 @@ def test_config_error_is_a_value_error():
     """Keras-style callers that catch ValueError still catch it."""
     with pytest.raises(ValueError):
         layers.BinarizedConv2D(4, 3, binarization="bnn")
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_fused_training_matches_keras_and_numpy(affine):
+    """`BatchNorm` trains on one FusedBatchNormV3 kernel: its output, its gradients (input,
+    gamma, beta) and its moving statistics are Keras's BatchNormalization's, and the
+    moving variance is the biased one of the NumPy formula."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(1.0, 3.0, (3, 5, 4, 6)), tf.float32)  # n = 60 per channel
+    weights = tf.constant(rng.normal(size=(3, 5, 4, 6)), tf.float32)
+    ours = layers.batch_norm(affine)
+    ref = keras.layers.BatchNormalization(momentum=layers.BN_MOMENTUM, epsilon=layers.BN_EPSILON, center=affine,
+                                          scale=affine)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    start = [rng.normal(size=6), rng.uniform(0.5, 2.0, 6)] + ([rng.uniform(0.5, 2.0, 6), rng.normal(size=6)] if affine else [])
+    for layer in (ours, ref):
+        layer.moving_mean.assign(start[0])
+        layer.moving_variance.assign(start[1])
+        if affine:
+            layer.gamma.assign(start[2])
+            layer.beta.assign(start[3])
+
+    def run(layer):
+        fn = tf.function(lambda t: layer(t, training=True))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(y * weights)
+        grads = tape.gradient(loss, [x] + [v.value for v in layer.trainable_variables])
+        graph = fn.get_concrete_function(x).graph
+        return y.numpy(), [g.numpy() for g in grads], [v.numpy() for v in layer.non_trainable_variables], graph
+
+    y, grads, stats, graph = run(ours)
+    y_ref, grads_ref, stats_ref, _ = run(ref)
+    assert any(op.type == "FusedBatchNormV3" for op in graph.get_operations())
+    np.testing.assert_allclose(y, y_ref, atol=2e-5)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        np.testing.assert_allclose(g, g_ref, atol=2e-4)
+    xs = x.numpy().reshape(-1, 6)
+    expected = [0.9 * start[0] + 0.1 * xs.mean(0), 0.9 * start[1] + 0.1 * xs.var(0)]  # np.var: biased
+    for got, want, keras_value in zip(stats, expected, stats_ref):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        np.testing.assert_allclose(keras_value, want, rtol=1e-5)
+    # Inference is Keras's own code, with the statistics just written.
+    np.testing.assert_allclose(ours(x, training=False).numpy(), ref(x, training=False).numpy(), atol=1e-5)
+    clone = layers.BatchNorm.from_config(keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(ours)).get_config())
+    assert type(clone) is layers.BatchNorm and clone.epsilon == layers.BN_EPSILON

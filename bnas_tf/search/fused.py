@@ -241,26 +241,12 @@ def _pointwise(conv, h, kernels):
 
 
 def _normalize(x, eps):
-    """(x - mean) / sqrt(var + eps) per channel of x [N, H, W, C], with the batch mean and
-    (biased) variance over N, H, W.
-
-    In float32 this is one FusedBatchNormV3 kernel forward and one backward
-    (the moments and normalisation as separate ops took a fifth of the search
-    step; BUILD.md); its variance output carries Bessel's correction, undone
-    here, since Keras's moving variance takes the biased one. As in
-    tf.nn.fused_batch_norm, eps is at least 1.001e-5, which cuDNN requires
-    (PyTorch's 1e-5 in float32 falls just below it); the difference is ~1e-8 of
-    a unit-variance output. Other dtypes (the float64 tests) take the moments.
-    """
-    if x.dtype != tf.float32:
-        mean, var = ops.moments(x, axes=[0, 1, 2])
-        return tf.nn.batch_normalization(x, mean, var, None, None, eps), mean, var
-    n, height, width, c = _dims(x)
-    y, mean, var, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-        x=x, scale=tf.ones([c]), offset=tf.zeros([c]), mean=tf.zeros([0]), variance=tf.zeros([0]),
-        epsilon=max(eps, 1.001e-5), is_training=True)
-    count = tf.cast(n * height * width, tf.float32)
-    return y, mean, var * ((count - 1.0) / count)
+    """(normalised x, batch mean, biased batch variance) of x [N, H, W, C]: one fused
+    kernel in float32 (`layers.normalize_batch`), the moments in the float64 tests."""
+    if x.dtype == tf.float32:
+        return bl.normalize_batch(x, eps)
+    mean, var = ops.moments(x, axes=[0, 1, 2])
+    return tf.nn.batch_normalization(x, mean, var, None, None, eps), mean, var
 
 
 def _batch_norm(bn, h, moving_mean, moving_var, training):
