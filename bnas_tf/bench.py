@@ -59,6 +59,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import platform
 import resource
@@ -415,9 +416,28 @@ def search_config(cfg, **overrides):
     return dataclasses.replace(config, **overrides)
 
 
-def bench_search(cfg, results):
+def _timed_search(name, config, threads):
+    """Runs one whole search (`name`: "bnas" or "pcdarts") in this (fresh) process; its seconds:
+    wall, the search loop, of it the first calls of new graphs and the checkpoints, and the rest."""
+    import tensorflow as tf
+
     from bnas_tf.search import tuner
     from bnas_tf.search.pcdarts import run_pcdarts
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    run = tuner.run_bnas if name == "bnas" else run_pcdarts
+    with tempfile.TemporaryDirectory(prefix=f"bnas_bench_{name}_") as tmp:
+        start = time.perf_counter()
+        searcher, _, loop_s = run(config, tmp)
+        wall = time.perf_counter() - start
+        trace, checkpoint = searcher.seconds["trace"], searcher.seconds["checkpoint"]
+        searcher.writer.close()
+    return dict(wall=wall, loop=loop_s, trace=trace, checkpoint=checkpoint, steps=loop_s - trace - checkpoint)
+
+
+def bench_search(cfg, results, threads):
+    from bnas_tf.search import tuner
 
     bnas_cfg = search_config(cfg)
     units = tuner.total_units(bnas_cfg)
@@ -444,23 +464,21 @@ def bench_search(cfg, results):
     # (tracing, building the graph and that call's step) and the checkpoints; and the rest
     # of the loop, the part that grows with the epochs' length (at the bench's digits scale,
     # 11 steps an epoch, the others weigh as much).
+    # Each search runs in a fresh process, as `python -m bnas_tf.launch` does: TensorFlow
+    # instantiates every function a new graph calls again, at a cost that grows with all the
+    # functions the process holds (BUILD.md), so the earlier sections' graphs would slow it.
     figures = ("wall", "loop", "trace", "checkpoint", "steps")
     times = {name: {f: [] for f in figures} for name in ("bnas", "pcdarts")}
+    spawn = multiprocessing.get_context("spawn")
     for _ in range(cfg.search_repeats):
-        for name, run, config in (("pcdarts", run_pcdarts, pc_cfg), ("bnas", tuner.run_bnas, bnas_cfg)):
-            with tempfile.TemporaryDirectory(prefix=f"bnas_bench_{name}_") as tmp:
-                start = time.perf_counter()
-                searcher, genotype, loop_s = run(config, tmp)
-                wall = time.perf_counter() - start
-                trace, checkpoint = searcher.seconds["trace"], searcher.seconds["checkpoint"]
-                searcher.writer.close()
-                del searcher
-            run_times = dict(wall=wall, loop=loop_s, trace=trace, checkpoint=checkpoint,
-                             steps=loop_s - trace - checkpoint)
+        for name, config in (("pcdarts", pc_cfg), ("bnas", bnas_cfg)):
+            with spawn.Pool(1) as pool:
+                run_times = pool.apply(_timed_search, (name, config, threads))
             for f in figures:
                 times[name][f].append(run_times[f])
-            _log(f"  {name}: {wall:.1f} s wall ({loop_s:.1f} s in the search loop, of which "
-                 f"{trace:.1f} s first calls of new graphs and {checkpoint:.1f} s checkpoints)")
+            _log(f"  {name} (own process): {run_times['wall']:.1f} s wall ({run_times['loop']:.1f} s in the search "
+                 f"loop, of which {run_times['trace']:.1f} s first calls of new graphs and "
+                 f"{run_times['checkpoint']:.1f} s checkpoints)")
     medians = {f"{name}_{f}_s": _median(times[name][f]) for name in times for f in figures}
     results["search"] = {
         "config": described,
@@ -743,7 +761,7 @@ def run(args, cfg):
             sb.close()
         keep.clear()
     if "search" in args.sections:
-        bench_search(cfg, results)
+        bench_search(cfg, results, threads)
     if "export" in args.sections:
         bench_export(cfg, results)
     results["peak_rss_mb"] = peak_rss_mb()
