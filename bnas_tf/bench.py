@@ -466,7 +466,7 @@ def bench_search(cfg, results, threads):
     # 11 steps an epoch, the others weigh as much).
     # Each search runs in a fresh process, as `python -m bnas_tf.launch` does: TensorFlow
     # instantiates every function a new graph calls again, at a cost that grows with all the
-    # functions the process holds (BUILD.md), so the earlier sections' graphs would slow it.
+    # functions the process holds (BUILD.md), so graphs left by earlier sections could slow it.
     figures = ("wall", "loop", "trace", "checkpoint", "steps")
     times = {name: {f: [] for f in figures} for name in ("bnas", "pcdarts")}
     spawn = multiprocessing.get_context("spawn")
