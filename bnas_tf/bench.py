@@ -417,15 +417,17 @@ def search_config(cfg, **overrides):
 
 
 def _timed_search(name, config, threads):
-    """Runs one whole search (`name`: "bnas" or "pcdarts") in this (fresh) process; its seconds:
+    """Runs one whole search (`name`: "bnas" or "pcdarts") in this (fresh) process, with `threads`
+    intra- and inter-op threads (0: TensorFlow's default); its seconds:
     wall, the search loop, of it the first calls of new graphs and the checkpoints, and the rest."""
     import tensorflow as tf
 
     from bnas_tf.search import tuner
     from bnas_tf.search.pcdarts import run_pcdarts
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if threads:  # as in the bench's own process: set only when --threads asks
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     run = tuner.run_bnas if name == "bnas" else run_pcdarts
     with tempfile.TemporaryDirectory(prefix=f"bnas_bench_{name}_") as tmp:
         start = time.perf_counter()
@@ -761,7 +763,7 @@ def run(args, cfg):
             sb.close()
         keep.clear()
     if "search" in args.sections:
-        bench_search(cfg, results, threads)
+        bench_search(cfg, results, args.threads)
     if "export" in args.sections:
         bench_export(cfg, results)
     results["peak_rss_mb"] = peak_rss_mb()

@@ -243,6 +243,16 @@ def activation(binary_activations, name=None):
 FUSED_BN_MIN_EPSILON = 1.001e-5
 
 
+def static_dims(x):
+    """x's sizes: Python ints where static (a reshape to them takes one constant shape),
+    the others from one `unstack` of tf.shape (one op, not a slice per axis)."""
+    static = x.shape.as_list()
+    if None not in static:
+        return static
+    dynamic = tf.unstack(tf.shape(x), num=len(static))
+    return [d if s is None else s for s, d in zip(static, dynamic)]
+
+
 def normalize_batch(x, epsilon, scale=None, offset=None):
     """(y, batch mean, biased batch variance) of x [N, H, W, C] in float32:
     y = scale (x - mean) / sqrt(var + epsilon) + offset per channel, the moments over N, H, W.
@@ -253,7 +263,7 @@ def normalize_batch(x, epsilon, scale=None, offset=None):
     Bessel's correction, undone here: Keras's moving variance takes the biased
     one. Epsilon is at least `FUSED_BN_MIN_EPSILON`.
     """
-    n, height, width, c = (d if d is not None else t for d, t in zip(x.shape, tf.unstack(tf.shape(x), num=4)))
+    n, height, width, c = static_dims(x)
     y, mean, var, _, _, _ = tf.raw_ops.FusedBatchNormV3(
         x=x,
         scale=tf.ones([c]) if scale is None else tf.convert_to_tensor(scale),

@@ -117,14 +117,7 @@ class _Activations:
         return cls(tf.reshape(flat, [-1, h, w, channels, ce // channels]), False)
 
 
-def _dims(x):
-    """x's sizes: Python ints where static (a reshape to them takes one constant shape),
-    the others from one `unstack` of tf.shape (one op, not a slice per axis)."""
-    static = x.shape.as_list()
-    if None not in static:
-        return static
-    dynamic = tf.unstack(tf.shape(x), num=len(static))
-    return [d if s is None else s for s, d in zip(static, dynamic)]
+_dims = bl.static_dims
 
 
 def _binarized_kernels(conv, values, depthwise):
