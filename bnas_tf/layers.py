@@ -253,6 +253,20 @@ def static_dims(x):
     return [d if s is None else s for s, d in zip(static, dynamic)]
 
 
+def shift_pixels(x):
+    """x [N, H, W, ...] moved one pixel up and left, zeros in the last row and column:
+    y[:, i, j] = x[:, i + 1, j + 1] (the second path of `FactorizedReduce`).
+
+    One Slice and one Pad, whose gradients are one Pad and one Slice. The
+    indexing x[:, 1:, 1:] is a StridedSlice instead, whose gradient is a generic
+    kernel that took about 10 ms per call on a supernet's preprocessing input
+    (BUILD.md).
+    """
+    rank = len(x.shape)
+    start = [0, 1, 1] + [0] * (rank - 3)
+    return tf.pad(tf.slice(x, start, [-1] * rank), [[0, 0], [0, 1], [0, 1]] + [[0, 0]] * (rank - 3))
+
+
 def normalize_batch(x, epsilon, scale=None, offset=None):
     """(y, batch mean, biased batch variance) of x [N, H, W, C] in float32:
     y = scale (x - mean) / sqrt(var + epsilon) + offset per channel, the moments over N, H, W.
@@ -527,7 +541,7 @@ class FactorizedReduce(_Block):
 
     def call(self, inputs, training=None):
         x = self.act(inputs)
-        shifted = ops.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        shifted = shift_pixels(x)
         y = ops.concatenate([self.conv_1(x), self.conv_2(shifted)], axis=-1)
         return self.bn(y, training=training)
 

@@ -308,8 +308,7 @@ def _run_body(template, x, values, training, groups=1):
         elif kind == "fr_convs":
             k1 = kernels(layer.conv_1, False)
             k2 = kernels(layer.conv_2, False)
-            pad = [[0, 0], [0, 1], [0, 1], [0, 0]] + ([] if h.shared else [[0, 0]])
-            shifted = _Activations(tf.pad(h.value[:, 1:, 1:], pad), h.shared)
+            shifted = _Activations(bl.shift_pixels(h.value), h.shared)
             y1 = _pointwise(layer.conv_1, h, k1)
             y2 = _pointwise(layer.conv_2, shifted, k2)
             h = _Activations(tf.concat([y1.value, y2.value], axis=3), False)

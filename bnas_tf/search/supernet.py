@@ -270,9 +270,13 @@ class SearchCell(keras.layers.Layer):
         with beta_e * sum_k w_ek o_k(part) for each edge e (None where no operation runs).
 
         Each fused operation k gives one output for all its member edges (shared) or
-        one per member; their columns, side by side, times a [columns, edges]
-        matrix of weights (`_Mixer.matrix`: w_ek beta_e where column and edge
-        match, 0 elsewhere) give every edge's mixture in one product.
+        one per member. These columns, stacked along a leading axis as rows of
+        N*H*W*C values, times a [columns, edges] matrix of weights
+        (`_Mixer.matrix`: w_ek beta_e where column and edge match, 0 elsewhere)
+        give every edge's mixture in one product. Column-major rows make the
+        stacking, the product and the split per edge contiguous copies, in both
+        passes; side by side in the last axis, rows of 1 to 4 channels, every
+        copy was strided (8 % of a step at K=2, BUILD.md).
         """
         amp = ops.zeros(())
         primitives = self.edges[out_edges[0]].primitives
@@ -288,17 +292,18 @@ class SearchCell(keras.layers.Layer):
                                  part, training)
             amp = amp + loss
             if len(y.shape) == 4:  # the same output for every member edge
-                pieces.append(tf.expand_dims(y, 4))
+                pieces.append(tf.expand_dims(y, 0))
                 rows.append([(e, k) if e in members else None for e in out_edges])
             else:
-                pieces.append(y)
+                pieces.append(tf.transpose(y, [4, 0, 1, 2, 3]))
                 rows += [[(m, k) if e == m else None for e in out_edges] for m in members]
         if not pieces:
             mixed.update((e, None) for e in out_edges)
             return amp
-        columns = tf.concat(pieces, axis=-1) if len(pieces) > 1 else pieces[0]
-        out = tf.einsum("nhwcr,re->nhwce", columns, mixer.matrix(rows))
-        mixed.update(zip(out_edges, tf.unstack(out, num=len(out_edges), axis=-1)))
+        columns = tf.concat(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+        _, _, h, w, c = columns.shape
+        out = tf.matmul(mixer.matrix(rows), tf.reshape(columns, [len(rows), -1]), transpose_a=True)
+        mixed.update((e, tf.reshape(o, [-1, h, w, c])) for e, o in zip(out_edges, tf.unstack(out, num=len(out_edges))))
         return amp
 
     def _node(self, dst, mixed, rests, parts, mixer):
