@@ -1,8 +1,9 @@
 """`python -m bnas_tf.bench`: a --quick --json run in a subprocess, and its pure helpers.
 
-The subprocess runs the two step sections at tiny sizes (a 2-cell supernet,
-batch 4; tracing dominates its time); the other sections share their code
-paths with the search and export tests and take minutes even when tiny.
+The subprocess runs the three step sections at tiny sizes (a 2-cell supernet,
+batch 4; tracing dominates its time), `abandon` in a spawned process of its
+own; the other sections share their code paths with the search and export
+tests and take minutes even when tiny.
 """
 
 import json
@@ -23,7 +24,7 @@ def _finite_positive(value):
 def test_quick_json_run():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
-        [sys.executable, "-m", "bnas_tf.bench", "--quick", "--json", "--sections=supernet,subnet"],
+        [sys.executable, "-m", "bnas_tf.bench", "--quick", "--json", "--sections=supernet,subnet,abandon"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -38,7 +39,7 @@ def test_quick_json_run():
     for key in ("supernet_images_per_s", "subnet_images_per_s", "peak_rss_mb", "supernet_step_s", "subnet_step_s"):
         assert _finite_positive(results[key]), (key, results[key])
     assert results["preset"] == "quick"
-    assert results["sections"] == ["supernet", "subnet"]
+    assert results["sections"] == ["supernet", "subnet", "abandon"]
     settings = [(row["setting"], row["batch"]) for row in results["supernet"]]
     assert settings == [("pcdarts", 4), ("bnas", 4)]
     for row in results["supernet"] + [results["subnet"]]:
@@ -53,6 +54,13 @@ def test_quick_json_run():
     assert results["machine"]["usable_cpus"] >= 1
     (target,) = [t for t in results["targets"] if t["target"].startswith("single-path")]
     assert target["met"] in (True, False) and _finite_positive(target["value"])
+    # Abandoning, measured in the spawned process: every K, nested as a search narrows them.
+    assert results["abandon"]["process"] == "its own (spawned)"
+    assert [row["k"] for row in results["abandon"]["rows"]] == list(bench.ABANDON_KS)
+    assert all(_finite_positive(row["step_s"]) for row in results["abandon"]["rows"])
+    (target,) = [t for t in results["targets"] if t["target"].startswith("supernet step time K=2")]
+    rows = {row["k"]: row["step_s"] for row in results["abandon"]["rows"]}
+    assert target["value"] == pytest.approx(rows[2] / rows[8])
 
 
 def test_parse_args():
