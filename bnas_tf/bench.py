@@ -380,6 +380,13 @@ def _set_threads(threads):
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def _in_own_process(fn, *args):
+    """fn(*args) in a fresh (spawned) Python process, its result returned: a section measured
+    as a launched search runs, without what earlier sections left in this process (BUILD.md)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
 def _abandon_rows(cfg, threads):
     """The supernet step at each K of ABANDON_KS, in this (fresh) process: one bench,
     its alive set narrowed in turn, as a search narrows it."""
@@ -407,8 +414,7 @@ def bench_abandon(cfg, results, threads):
     """K = 8 down to 2 in a process of its own (spawned), as a search runs: in the bench's
     process, after the batch-64 and BNAS-setting supernets, the K = 2 step measured 1.03 s
     against 0.91 s fresh, K = 8 1.99 against 1.95 s (BUILD.md)."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        rows = pool.apply(_abandon_rows, (cfg, threads))
+    rows = _in_own_process(_abandon_rows, cfg, threads)
     results["abandon"] = {
         "config": _describe(pcdarts_setting(cfg, cfg.batches[0])),
         "rule": "K ops per edge: nested random subsets (seed 0) of the 8, as abandoning leaves them",
@@ -494,11 +500,9 @@ def bench_search(cfg, results, threads):
     # functions the process holds (BUILD.md), so graphs left by earlier sections could slow it.
     figures = ("wall", "loop", "trace", "checkpoint", "steps")
     times = {name: {f: [] for f in figures} for name in ("bnas", "pcdarts")}
-    spawn = multiprocessing.get_context("spawn")
     for _ in range(cfg.search_repeats):
         for name, config in (("pcdarts", pc_cfg), ("bnas", bnas_cfg)):
-            with spawn.Pool(1) as pool:
-                run_times = pool.apply(_timed_search, (name, config, threads))
+            run_times = _in_own_process(_timed_search, name, config, threads)
             for f in figures:
                 times[name][f].append(run_times[f])
             _log(f"  {name} (own process): {run_times['wall']:.1f} s wall ({run_times['loop']:.1f} s in the search "
@@ -758,9 +762,7 @@ def run(args, cfg):
     from bnas_tf.search.pcdarts import search_graph_options
 
     threads = args.threads or machine_info()["usable_cpus"]
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    _set_threads(args.threads)
     results = {
         "preset": cfg.name,
         "sections": args.sections,

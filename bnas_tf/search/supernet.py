@@ -276,7 +276,7 @@ class SearchCell(keras.layers.Layer):
         give every edge's mixture in one product. Column-major rows make the
         stacking, the product and the split per edge contiguous copies, in both
         passes; side by side in the last axis, rows of 1 to 4 channels, every
-        copy was strided (8 % of a step at K=2, BUILD.md).
+        copy was strided (14 % of the op time of a step at K=2, BUILD.md).
         """
         amp = ops.zeros(())
         primitives = self.edges[out_edges[0]].primitives
