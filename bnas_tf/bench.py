@@ -29,9 +29,11 @@ Data is random (throughput does not depend on it) except in ``search``.
 Steps run as in a search: the traced `Searcher` steps, with Grappler off
 (`search_graph_options`). Warm-up steps (tracing included) are excluded;
 each step figure is the median over ``--repeats`` timings of ``--steps``
-steps. Peak memory is the process's peak resident set (``ru_maxrss``); it is
-also recorded after each supernet configuration, in the order run (batch 32
-before 64), so that it compares with a PyTorch process run in the same order.
+steps. Each supernet configuration runs in a process of its own (spawned),
+as a launched search does; its peak memory is that process's peak resident
+set (VmHWM) after its steps, and the PyTorch reference runs each batch in a
+process of its own too. ``peak_rss_mb`` is the largest of those peaks and
+the bench process's own.
 
 ``--json`` prints the figures as one JSON object on stdout (everything else
 goes to stderr). ``--quick`` shrinks every size for a smoke run (the tests).
@@ -40,8 +42,8 @@ PyTorch reference (optional; bnas_tf never imports torch):
 ``--torch_reference=DIR`` runs ``bnas_tf/bench_torch.py`` on DIR, a checkout
 of yuhuixu1993/PC-DARTS, with ``--torch_python`` (an interpreter with torch;
 default: this one); a file instead of a directory is run as the script. The
-command is ``PYTHON SCRIPT [--pcdarts_dir DIR] --batches 32,64 --warmup W --steps S --repeats R
---threads T --layers 8 --channels 16`` and reads one JSON object from the
+command, run once per batch B, is ``PYTHON SCRIPT [--pcdarts_dir DIR] --batches B --warmup W --steps S
+--repeats R --threads T --layers 8 --channels 16``; each run prints one JSON object on the
 last line of its stdout, of the form
 ``{"results": {"32": {"images_per_s": ..., "step_s": ...,
 "peak_rss_mb_after": ...}, ...}, "peak_rss_mb": ...}``. Its figures go under
@@ -304,32 +306,40 @@ def _describe(setting):
     }
 
 
-def bench_supernet(cfg, results, keep):
-    """Supernet search steps; keeps the first PC-DARTS bench open for `subnet`."""
+def _supernet_rows(cfg, label, setting, threads, subnet):
+    """In this (fresh) process: the supernet step of `setting`, its row with the process's
+    peak RSS after the steps, and, if `subnet`, then the single-path row on the same supernet."""
+    from bnas_tf.search.pcdarts import search_graph_options
+
+    _set_threads(threads)
+    with search_graph_options():
+        sb = _StepBench(**setting)
+        try:
+            row = _measure(sb.search_step(), cfg, setting["batch"], {"setting": label, "config": _describe(setting)})
+            row["peak_rss_mb_after"], row["pid"] = peak_rss_mb(), os.getpid()
+            _log(f"  {row['step_s']:.3f} s/step, {row['images_per_s']:.1f} images/s, warm-up {row['warmup_s']:.1f} s, "
+                 f"peak RSS {row['peak_rss_mb_after']:.0f} MB")
+            return row, _subnet_row(cfg, sb) if subnet else None
+        finally:
+            sb.close()
+
+
+def bench_supernet(cfg, results, threads, subnet=False):
+    """Supernet search steps, each configuration in a process of its own (spawned), as a launched
+    search runs, so that each peak RSS is that of one supernet; with `subnet`, the process of
+    the first PC-DARTS batch then measures the single path too (`bench_subnet`)."""
     rows = []
     settings = [("pcdarts", pcdarts_setting(cfg, b)) for b in cfg.batches] + [("bnas", bnas_setting(cfg))]
-    for label, setting in settings:
+    for i, (label, setting) in enumerate(settings):
         _log(f"supernet {label} {_describe(setting)}")
-        sb = _StepBench(**setting)
-        row = _measure(sb.search_step(), cfg, setting["batch"], {"setting": label, "config": _describe(setting)})
-        row["peak_rss_mb_after"] = peak_rss_mb()
-        _log(f"  {row['step_s']:.3f} s/step, {row['images_per_s']:.1f} images/s, warm-up {row['warmup_s']:.1f} s, "
-             f"peak RSS {row['peak_rss_mb_after']:.0f} MB")
+        row, sub = _in_own_process(_supernet_rows, cfg, label, setting, threads, subnet and i == 0)
         rows.append(row)
-        if label == "pcdarts" and setting["batch"] == cfg.batches[0] and keep is not None:
-            keep.append(sb)
-        else:
-            sb.close()
+        if sub is not None:
+            _store_subnet(results, sub)
     results["supernet"] = rows
     first = rows[0]
     results["supernet_images_per_s"] = first["images_per_s"]
     results["supernet_step_s"] = first["step_s"]
-
-
-def _first_pcdarts(cfg, keep):
-    if not keep:
-        keep.append(_StepBench(**pcdarts_setting(cfg, cfg.batches[0])))
-    return keep[0]
 
 
 def sample_choice(model, seed=0, exclude=("none",)):
@@ -344,17 +354,41 @@ def sample_choice(model, seed=0, exclude=("none",)):
     return ops_by_type, model.choice(ops_by_type)
 
 
-def bench_subnet(cfg, results, keep):
-    sb = _first_pcdarts(cfg, keep)
+def _subnet_row(cfg, sb):
     ops_by_type, choice = sample_choice(sb.searcher.model)
     _log(f"subnet (single path) batch {sb.batch}: {ops_by_type}")
     row = _measure(sb.trial_step(choice), cfg, sb.batch,
                    {"config": _describe(pcdarts_setting(cfg, sb.batch)), "ops": ops_by_type,
                     "step": "weight step only"})
     _log(f"  {row['step_s']:.3f} s/step, {row['images_per_s']:.1f} images/s")
+    row["pid"] = os.getpid()
+    return row
+
+
+def _store_subnet(results, row):
     results["subnet"] = row
     results["subnet_images_per_s"] = row["images_per_s"]
     results["subnet_step_s"] = row["step_s"]
+
+
+def _subnet_alone(cfg, threads):
+    """In this (fresh) process: the single-path row on a new PC-DARTS-setting supernet."""
+    from bnas_tf.search.pcdarts import search_graph_options
+
+    _set_threads(threads)
+    with search_graph_options():
+        sb = _StepBench(**pcdarts_setting(cfg, cfg.batches[0]))
+        try:
+            return _subnet_row(cfg, sb)
+        finally:
+            sb.close()
+
+
+def bench_subnet(cfg, results, threads):
+    """The single-path step, PC-DARTS setting, first batch; measured by `bench_supernet` when
+    that section runs, else here in a process of its own."""
+    if "subnet" not in results:
+        _store_subnet(results, _in_own_process(_subnet_alone, cfg, threads))
 
 
 def nested_alive(primitives, ks, seed=0):
@@ -619,28 +653,35 @@ def bench_export(cfg, results):
 
 
 def run_torch_reference(path, python, cfg, threads):
+    """The PyTorch step at each batch, each batch in a process of its own, as bnas_tf's are;
+    their JSON objects merged: {"results": {batch: ...}, "peak_rss_mb": the largest, ...}."""
     if os.path.isdir(path):  # a PC-DARTS checkout: run our step script on it
         if not os.path.isfile(os.path.join(path, "model_search.py")):
             raise SystemExit(f"--torch_reference: {path} is not a PC-DARTS checkout (no model_search.py)")
-        cmd = [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch.py"),
-               "--pcdarts_dir", path]
+        base = [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch.py"),
+                "--pcdarts_dir", path]
     elif os.path.isfile(path):
-        cmd = [python, path]
+        base = [python, path]
     else:
         raise SystemExit(f"--torch_reference: no PC-DARTS checkout or script at {path}")
-    cmd += ["--batches", ",".join(str(b) for b in cfg.batches), "--warmup", str(cfg.warmup),
-           "--steps", str(cfg.steps), "--repeats", str(cfg.repeats), "--threads", str(threads),
-           "--layers", str(cfg.pcdarts_layers), "--channels", str(cfg.pcdarts_channels)]
-    _log(f"torch reference: {' '.join(cmd)}")
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=False)
-    if proc.returncode:
-        raise SystemExit(f"--torch_reference failed with exit status {proc.returncode}")
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    if not lines:
-        raise SystemExit("--torch_reference printed nothing on stdout")
-    out = json.loads(lines[-1])
-    out["command"] = cmd
-    return out
+    merged = {"results": {}, "commands": []}
+    for batch in cfg.batches:
+        cmd = base + ["--batches", str(batch), "--warmup", str(cfg.warmup), "--steps", str(cfg.steps),
+                      "--repeats", str(cfg.repeats), "--threads", str(threads),
+                      "--layers", str(cfg.pcdarts_layers), "--channels", str(cfg.pcdarts_channels)]
+        _log(f"torch reference: {' '.join(cmd)}")
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=False)
+        if proc.returncode:
+            raise SystemExit(f"--torch_reference failed with exit status {proc.returncode}")
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        if not lines:
+            raise SystemExit("--torch_reference printed nothing on stdout")
+        out = json.loads(lines[-1])
+        merged["commands"].append(cmd)
+        merged["results"].update(out.pop("results", {}))
+        merged["peak_rss_mb"] = max(merged.get("peak_rss_mb", 0.0), out.pop("peak_rss_mb", 0.0))
+        merged.update(out)
+    return merged
 
 
 def targets(results):
@@ -658,7 +699,7 @@ def targets(results):
         ref = torch.get(str(row["batch"]))
         add(f"supernet images/s / PyTorch, batch {row['batch']}",
             row["images_per_s"] / ref["images_per_s"] if ref else None, 2.0, ">=")
-        add(f"peak RSS after batch {row['batch']} / PyTorch",
+        add(f"peak RSS, batch {row['batch']} / PyTorch",
             row["peak_rss_mb_after"] / ref["peak_rss_mb_after"] if ref else None, 1.0, "<=")
     if "subnet" in results and "supernet_step_s" in results:
         add("single-path step time / supernet step time", results["subnet_step_s"] / results["supernet_step_s"],
@@ -759,8 +800,6 @@ def run(args, cfg):
     import keras
     import tensorflow as tf
 
-    from bnas_tf.search.pcdarts import search_graph_options
-
     threads = args.threads or machine_info()["usable_cpus"]
     _set_threads(args.threads)
     results = {
@@ -772,26 +811,21 @@ def run(args, cfg):
         "timing": {"warmup_steps": cfg.warmup, "steps_per_timing": cfg.steps, "repeats": cfg.repeats,
                    "figure": "median seconds per step over the repeats"},
         "load_average_start": load_average(),
+        "pid": os.getpid(),
     }
     start = time.perf_counter()
-    keep = []
-    try:
-        with search_graph_options():
-            if "supernet" in args.sections:
-                bench_supernet(cfg, results, keep)
-            if "subnet" in args.sections:
-                bench_subnet(cfg, results, keep)
-    finally:
-        for sb in keep:
-            sb.close()
-        keep.clear()
+    if "supernet" in args.sections:
+        bench_supernet(cfg, results, args.threads, subnet="subnet" in args.sections)
+    if "subnet" in args.sections:
+        bench_subnet(cfg, results, args.threads)
     if "abandon" in args.sections:
         bench_abandon(cfg, results, args.threads)
     if "search" in args.sections:
         bench_search(cfg, results, args.threads)
     if "export" in args.sections:
         bench_export(cfg, results)
-    results["peak_rss_mb"] = peak_rss_mb()
+    # The largest peak of the processes that ran supernet steps, and of this one.
+    results["peak_rss_mb"] = max([peak_rss_mb()] + [row["peak_rss_mb_after"] for row in results.get("supernet", [])])
     results["load_average_end"] = load_average()
     results["bench_s"] = time.perf_counter() - start
     if args.torch_reference:
@@ -806,7 +840,7 @@ def format_report(results):
              f"TF {results['versions']['tensorflow']}, load average {results['load_average_start']}"]
     for row in results.get("supernet", []):
         lines.append(f"supernet step [{row['setting']}] {row['config']}: {row['images_per_s']:.1f} images/s "
-                     f"({row['step_s']:.3f} s/step), peak RSS so far {row['peak_rss_mb_after']:.0f} MB")
+                     f"({row['step_s']:.3f} s/step), peak RSS {row['peak_rss_mb_after']:.0f} MB (own process)")
     if "subnet" in results:
         row = results["subnet"]
         lines.append(f"single-path step (weights only), batch {row['batch']}: {row['images_per_s']:.1f} images/s "
@@ -827,8 +861,8 @@ def format_report(results):
     if torch:
         for batch, row in torch.get("results", {}).items():
             lines.append(f"PyTorch PC-DARTS step, batch {batch}: {row['images_per_s']:.1f} images/s "
-                         f"({row['step_s']:.3f} s/step), peak RSS so far {row['peak_rss_mb_after']:.0f} MB")
-    lines.append(f"peak RSS: {results['peak_rss_mb']:.0f} MB")
+                         f"({row['step_s']:.3f} s/step), peak RSS {row['peak_rss_mb_after']:.0f} MB (own process)")
+    lines.append(f"largest peak RSS: {results['peak_rss_mb']:.0f} MB")
     for t in results["targets"]:
         value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
         met = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
@@ -882,7 +916,7 @@ def format_markdown(results, command):
                    f"({row['step_s']:.2f} s) | " + (f"{ref['images_per_s']:.1f} images/s ({ref['step_s']:.2f} s)"
                                                     if ref else "-") + " |")
         if ref:
-            out.append(f"| peak RSS after batch {row['batch']} | {row['peak_rss_mb_after']:.0f} MB | "
+            out.append(f"| peak RSS, batch {row['batch']} (a process of its own) | {row['peak_rss_mb_after']:.0f} MB | "
                        f"{ref['peak_rss_mb_after']:.0f} MB |")
     if "subnet" in results:
         row = results["subnet"]

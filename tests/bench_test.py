@@ -50,7 +50,11 @@ def test_quick_json_run():
     assert results["supernet"][1]["config"]["binarization"] == "pcnn"
     assert results["supernet_images_per_s"] == results["supernet"][0]["images_per_s"]
     assert all(_finite_positive(row["peak_rss_mb_after"]) for row in results["supernet"])
-    assert results["peak_rss_mb"] >= results["supernet"][0]["peak_rss_mb_after"]
+    assert results["peak_rss_mb"] == max(row["peak_rss_mb_after"] for row in results["supernet"])
+    # Each supernet in a process of its own, the single path in the first one's.
+    pids = [row["pid"] for row in results["supernet"]]
+    assert len(set(pids + [results["pid"]])) == len(pids) + 1
+    assert results["subnet"]["pid"] == pids[0]
     assert results["machine"]["usable_cpus"] >= 1
     (target,) = [t for t in results["targets"] if t["target"].startswith("single-path")]
     assert target["met"] in (True, False) and _finite_positive(target["value"])
@@ -61,6 +65,30 @@ def test_quick_json_run():
     (target,) = [t for t in results["targets"] if t["target"].startswith("supernet step time K=2")]
     rows = {row["k"]: row["step_s"] for row in results["abandon"]["rows"]}
     assert target["value"] == pytest.approx(rows[2] / rows[8])
+
+
+_FAKE_TORCH = """
+import json, os, resource, sys
+batch = sys.argv[sys.argv.index("--batches") + 1]
+assert "," not in batch, "one batch per process"
+peak = 1000.0 + int(batch)
+print("torch batch", batch, file=sys.stderr)
+print(json.dumps({"torch_version": "0.test", "results": {batch: {"step_s": 1.0, "images_per_s": float(batch),
+                  "peak_rss_mb_after": peak, "pid": os.getpid()}}, "peak_rss_mb": peak}))
+"""
+
+
+def test_torch_reference_runs_each_batch_in_its_own_process(tmp_path):
+    script = tmp_path / "fake_torch.py"
+    script.write_text(_FAKE_TORCH)
+    cfg = bench.BenchConfig.quick()
+    cfg.batches = (8, 16)
+    out = bench.run_torch_reference(str(script), sys.executable, cfg, threads=1)
+    assert sorted(out["results"]) == ["16", "8"]
+    assert out["results"]["16"]["peak_rss_mb_after"] == 1016.0
+    assert out["results"]["8"]["pid"] != out["results"]["16"]["pid"]
+    assert out["peak_rss_mb"] == 1016.0 and out["torch_version"] == "0.test"
+    assert [cmd[cmd.index("--batches") + 1] for cmd in out["commands"]] == ["8", "16"]
 
 
 def test_parse_args():
@@ -106,7 +134,7 @@ def test_targets():
     }
     got = {t["target"]: (t["value"], t["met"]) for t in bench.targets(results)}
     assert got["supernet images/s / PyTorch, batch 32"] == (2.5, True)
-    assert got["peak RSS after batch 32 / PyTorch"] == (0.5, True)
+    assert got["peak RSS, batch 32 / PyTorch"] == (0.5, True)
     assert got["single-path step time / supernet step time"] == (0.125, True)
     assert got["supernet step time K=2 / K=8"][1] is False
     assert got["BNAS / PC-DARTS search wall time, equal epochs"] == (0.4, True)
