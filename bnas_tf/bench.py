@@ -14,7 +14,8 @@ Sections (``--sections``, comma separated; default all):
 - ``abandon``: the supernet step with K = 8, 6, 4, 2 operations alive per
   edge (``Supernet.set_alive``; nested random subsets with a fixed seed, as
   abandoning leaves them: the K kept are a subset of the K + 2 before), in a
-  process of its own, as a search runs.
+  process of its own, as a search runs; each row the median of 5 timings
+  (its target is a ratio of two of them).
 - ``search``: wall time of a whole search on the embedded ``digits`` data,
   BNAS (Algorithm 1) against plain PC-DARTS given the same number of epoch
   units (tiny network, capped steps per epoch; printed with the results).
@@ -97,6 +98,8 @@ class BenchConfig:
     warmup: int = 2
     steps: int = 2
     repeats: int = 3
+    # The abandoning rows give a ratio of two medians (K = 2 over K = 8): more timings.
+    abandon_repeats: int = 5
     # Search (digits).
     search_channels: int = 4
     search_layers: int = 2
@@ -138,6 +141,7 @@ class BenchConfig:
             warmup=1,
             steps=1,
             repeats=2,
+            abandon_repeats=2,
             search_channels=4,
             search_layers=2,
             search_batch=16,
@@ -270,8 +274,8 @@ class _StepBench:
         self._tmp.cleanup()
 
 
-def _measure(step, cfg, batch, extra=None):
-    step_s, all_s, warmup_s = time_steps(step, cfg.warmup, cfg.steps, cfg.repeats)
+def _measure(step, cfg, batch, extra=None, repeats=None):
+    step_s, all_s, warmup_s = time_steps(step, cfg.warmup, cfg.steps, repeats or cfg.repeats)
     out = {
         "batch": batch,
         "step_s": step_s,
@@ -435,7 +439,7 @@ def _abandon_rows(cfg, threads):
         with search_graph_options():
             for k, alive in nested_alive(model.primitives, ks).items():
                 model.set_alive(alive)
-                row = _measure(sb.search_step(), cfg, sb.batch, {"k": k})
+                row = _measure(sb.search_step(), cfg, sb.batch, {"k": k}, repeats=cfg.abandon_repeats)
                 _log(f"abandon K={k}: {row['step_s']:.3f} s/step, {row['images_per_s']:.1f} images/s, "
                      f"warm-up (retrace) {row['warmup_s']:.1f} s")
                 rows.append(row)
@@ -453,6 +457,7 @@ def bench_abandon(cfg, results, threads):
         "config": _describe(pcdarts_setting(cfg, cfg.batches[0])),
         "rule": "K ops per edge: nested random subsets (seed 0) of the 8, as abandoning leaves them",
         "process": "its own (spawned)",
+        "repeats": cfg.abandon_repeats,
         "rows": rows,
     }
 

@@ -10,9 +10,9 @@ loaded module outside bnas_tf are dropped as each op records its stack; an
 error in a traced step still names the bnas_tf line and the user's script line
 that built the op.
 
-A filter applies to the thread that enters it: graphs traced in other threads
-(`tf.distribute.MirroredStrategy` traces each replica in a thread of its own)
-keep their whole stacks.
+A filter applies to the thread that enters it: `tf.distribute.MirroredStrategy`
+traces each replica in a thread of its own, so the search enters it again in
+each replica's function.
 """
 
 import contextlib

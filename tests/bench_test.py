@@ -62,6 +62,7 @@ def test_quick_json_run():
     assert results["abandon"]["process"] == "its own (spawned)"
     assert [row["k"] for row in results["abandon"]["rows"]] == list(bench.ABANDON_KS)
     assert all(_finite_positive(row["step_s"]) for row in results["abandon"]["rows"])
+    assert results["abandon"]["repeats"] == 2 and all(len(row["step_s_all"]) == 2 for row in results["abandon"]["rows"])
     (target,) = [t for t in results["targets"] if t["target"].startswith("supernet step time K=2")]
     rows = {row["k"]: row["step_s"] for row in results["abandon"]["rows"]}
     assert target["value"] == pytest.approx(rows[2] / rows[8])

@@ -151,6 +151,7 @@ def _compare_worker(out_dir):
             results[name] = {"search_loss": search["loss"], "trial_loss": trial_result["loss"],
                              "val_accuracy": trial_result["val_accuracy"], "template_error": template_error}
             if name == "mirrored":
+                results["tf_frames_in_mirrored_step"] = _tf_frames_in_steps(searcher)
                 duplicate[0] = False
                 searcher.search_epoch(True, "search epoch, ordinary batches")
                 results["replica_spread"] = {
@@ -161,6 +162,23 @@ def _compare_worker(out_dir):
     np.savez(os.path.join(out_dir, "result.npz"), **arrays)
     with open(os.path.join(out_dir, "result.json"), "w") as f:
         json.dump(results, f)
+
+
+def _tf_frames_in_steps(searcher):
+    """Ops of the traced step graphs whose recorded stack still holds TensorFlow's or Keras's
+    frames (but for TensorFlow's op-creation module, which `tracing` keeps on purpose)."""
+    import keras
+    import tensorflow as tf
+
+    dirs = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (tf, keras))
+    count = 0
+    for wrapper in searcher._fns.values():
+        for concrete in wrapper._fn._list_all_concrete_functions():
+            for op in concrete.graph.get_operations():
+                files = [os.path.abspath(frame.filename) for frame in op.traceback]
+                count += any(f.startswith(dirs) and not f.endswith(os.path.join("framework", "ops.py"))
+                             for f in files)
+    return count
 
 
 def _template_error(searcher, strategy):
@@ -191,6 +209,11 @@ def comparison(tmp_path_factory):
     with open(out_dir / "result.json") as f:
         results = json.load(f)
     return np.load(out_dir / "result.npz"), results, result.stderr
+
+
+def test_mirrored_replicas_record_only_package_frames(comparison):
+    """Each replica is traced in a thread of its own; its ops still record only bnas_tf's frames."""
+    assert comparison[1]["tf_frames_in_mirrored_step"] == 0
 
 
 def test_strategy_and_replicas_are_logged(comparison):

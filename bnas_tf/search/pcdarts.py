@@ -336,9 +336,15 @@ class Searcher:
             for stale in [k for k in self._fns if k[:-1] == key[:-1]]:
                 del self._fns[stale]
 
+            def replica(*args):
+                # Entered again here: a MirroredStrategy traces each replica in a thread of
+                # its own, which the filter entered by search_graph_options does not reach.
+                with tracing.package_frames_only():
+                    return replica_fn(*args)
+
             @tf.function(autograph=False)
             def fn(*args):
-                results = self.strategy.run(replica_fn, args=args)
+                results = self.strategy.run(replica, args=args)
                 return tf.nest.map_structure(
                     lambda r: self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None), results
                 )
