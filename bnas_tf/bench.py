@@ -927,8 +927,10 @@ def format_markdown(results, command):
         row = results["subnet"]
         out.append(f"| sampled single-path step, PC-DARTS setting, batch {row['batch']} | "
                    f"{row['images_per_s']:.1f} images/s ({row['step_s']:.2f} s) | - |")
-    for row in results.get("abandon", {}).get("rows", []):
-        out.append(f"| supernet step, K={row['k']} operations per edge | {row['step_s']:.2f} s | - |")
+    abandon = results.get("abandon", {})
+    timings = f" (median of {abandon['repeats']} timings)" if "repeats" in abandon else ""
+    for row in abandon.get("rows", []):
+        out.append(f"| supernet step, K={row['k']} operations per edge{timings} | {row['step_s']:.2f} s | - |")
     if "search" in results:
         s = results["search"]
         out.append(f"| whole search on digits, {s['config']['epoch_units_each']} epoch units each: BNAS / PC-DARTS | "
