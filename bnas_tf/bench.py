@@ -310,22 +310,46 @@ def _describe(setting):
     }
 
 
-def _supernet_rows(cfg, label, setting, threads, subnet):
-    """In this (fresh) process: the supernet step of `setting`, its row with the process's
-    peak RSS after the steps, and, if `subnet`, then the single-path row on the same supernet."""
+def _set_threads(threads):
+    """Intra- and inter-op threads of this process; only when --threads asks (0: TensorFlow's default)."""
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _in_own_process(fn, *args):
+    """fn(*args) in a fresh (spawned) Python process, its result returned: a section measured
+    as a launched search runs, without what earlier sections left in this process (BUILD.md)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+@contextlib.contextmanager
+def _process_bench(setting, threads):
+    """In a spawned process: its threads set (`_set_threads`), a `_StepBench` of `setting`
+    built and run as a search runs it (`search_graph_options`), closed afterwards."""
     from bnas_tf.search.pcdarts import search_graph_options
 
     _set_threads(threads)
     with search_graph_options():
         sb = _StepBench(**setting)
         try:
-            row = _measure(sb.search_step(), cfg, setting["batch"], {"setting": label, "config": _describe(setting)})
-            row["peak_rss_mb_after"], row["pid"] = peak_rss_mb(), os.getpid()
-            _log(f"  {row['step_s']:.3f} s/step, {row['images_per_s']:.1f} images/s, warm-up {row['warmup_s']:.1f} s, "
-                 f"peak RSS {row['peak_rss_mb_after']:.0f} MB")
-            return row, _subnet_row(cfg, sb) if subnet else None
+            yield sb
         finally:
             sb.close()
+
+
+def _supernet_rows(cfg, label, setting, threads, subnet):
+    """In this (fresh) process: the supernet step of `setting`, its row with the process's
+    peak RSS after the steps, and, if `subnet`, then the single-path row on the same supernet."""
+    with _process_bench(setting, threads) as sb:
+        row = _measure(sb.search_step(), cfg, setting["batch"], {"setting": label, "config": _describe(setting)})
+        row["peak_rss_mb_after"], row["pid"] = peak_rss_mb(), os.getpid()
+        _log(f"  {row['step_s']:.3f} s/step, {row['images_per_s']:.1f} images/s, warm-up {row['warmup_s']:.1f} s, "
+             f"peak RSS {row['peak_rss_mb_after']:.0f} MB")
+        return row, _subnet_row(cfg, sb) if subnet else None
 
 
 def bench_supernet(cfg, results, threads, subnet=False):
@@ -377,15 +401,8 @@ def _store_subnet(results, row):
 
 def _subnet_alone(cfg, threads):
     """In this (fresh) process: the single-path row on a new PC-DARTS-setting supernet."""
-    from bnas_tf.search.pcdarts import search_graph_options
-
-    _set_threads(threads)
-    with search_graph_options():
-        sb = _StepBench(**pcdarts_setting(cfg, cfg.batches[0]))
-        try:
-            return _subnet_row(cfg, sb)
-        finally:
-            sb.close()
+    with _process_bench(pcdarts_setting(cfg, cfg.batches[0]), threads) as sb:
+        return _subnet_row(cfg, sb)
 
 
 def bench_subnet(cfg, results, threads):
@@ -409,43 +426,20 @@ def nested_alive(primitives, ks, seed=0):
     }
 
 
-def _set_threads(threads):
-    """Intra- and inter-op threads of this process; only when --threads asks (0: TensorFlow's default)."""
-    import tensorflow as tf
-
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
-def _in_own_process(fn, *args):
-    """fn(*args) in a fresh (spawned) Python process, its result returned: a section measured
-    as a launched search runs, without what earlier sections left in this process (BUILD.md)."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
-
-
 def _abandon_rows(cfg, threads):
     """The supernet step at each K of ABANDON_KS, in this (fresh) process: one bench,
     its alive set narrowed in turn, as a search narrows it."""
-    from bnas_tf.search.pcdarts import search_graph_options
-
-    _set_threads(threads)
-    sb = _StepBench(**pcdarts_setting(cfg, cfg.batches[0]))
-    try:
+    with _process_bench(pcdarts_setting(cfg, cfg.batches[0]), threads) as sb:
         model = sb.searcher.model
         ks = [k for k in ABANDON_KS if k <= len(model.primitives)]
         rows = []
-        with search_graph_options():
-            for k, alive in nested_alive(model.primitives, ks).items():
-                model.set_alive(alive)
-                row = _measure(sb.search_step(), cfg, sb.batch, {"k": k}, repeats=cfg.abandon_repeats)
-                _log(f"abandon K={k}: {row['step_s']:.3f} s/step, {row['images_per_s']:.1f} images/s, "
-                     f"warm-up (retrace) {row['warmup_s']:.1f} s")
-                rows.append(row)
+        for k, alive in nested_alive(model.primitives, ks).items():
+            model.set_alive(alive)
+            row = _measure(sb.search_step(), cfg, sb.batch, {"k": k}, repeats=cfg.abandon_repeats)
+            _log(f"abandon K={k}: {row['step_s']:.3f} s/step, {row['images_per_s']:.1f} images/s, "
+                 f"warm-up (retrace) {row['warmup_s']:.1f} s")
+            rows.append(row)
         return rows
-    finally:
-        sb.close()
 
 
 def bench_abandon(cfg, results, threads):

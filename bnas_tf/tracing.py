@@ -11,11 +11,12 @@ error in a traced step still names the bnas_tf line and the user's script line
 that built the op.
 
 A filter applies to the thread that enters it: `tf.distribute.MirroredStrategy`
-traces each replica in a thread of its own, so the search enters it again in
-each replica's function.
+traces each replica in a thread of its own, so the search also runs each
+replica's function under it (`with_package_frames`).
 """
 
 import contextlib
+import functools
 import os
 import sys
 
@@ -35,15 +36,11 @@ _RECORDING_MODULES = ("tensorflow.python.util.tf_stack", "tensorflow.python.fram
 
 def library_files():
     """Source files of the loaded modules outside bnas_tf, but for the main script and
-    the modules that record the stacks."""
-    files = set()
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if path and name != "__main__" and name not in _RECORDING_MODULES and not os.path.abspath(path).startswith(
-                _PACKAGE):
-            files.add(path)
+    the modules that record the stacks (by file: a module can be loaded under two names,
+    as the main script is under ``__main__`` and ``__mp_main__``)."""
+    files = {getattr(module, "__file__", None) for module in list(sys.modules.values())}
     keep = {getattr(sys.modules.get(name), "__file__", None) for name in _RECORDING_MODULES + ("__main__",)}
-    return files - keep
+    return {f for f in files - keep if f and not os.path.abspath(f).startswith(_PACKAGE)}
 
 
 if tf_stack is not None:
@@ -56,3 +53,15 @@ if tf_stack is not None:
 def package_frames_only():
     """A context manager: ops created in this thread record only bnas_tf's and the script's frames."""
     return _PackageFramesOnly() if tf_stack is not None else contextlib.nullcontext()
+
+
+def with_package_frames(fn):
+    """`fn` run under `package_frames_only` in whichever thread calls it: for the functions
+    a `tf.distribute` strategy runs, each replica in a thread of its own."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with package_frames_only():
+            return fn(*args, **kwargs)
+
+    return run

@@ -336,11 +336,9 @@ class Searcher:
             for stale in [k for k in self._fns if k[:-1] == key[:-1]]:
                 del self._fns[stale]
 
-            def replica(*args):
-                # Entered again here: a MirroredStrategy traces each replica in a thread of
-                # its own, which the filter entered by search_graph_options does not reach.
-                with tracing.package_frames_only():
-                    return replica_fn(*args)
+            # Under the stack-trace filter in each replica's own thread (MirroredStrategy), which
+            # the filter entered by search_graph_options does not reach.
+            replica = tracing.with_package_frames(replica_fn)
 
             @tf.function(autograph=False)
             def fn(*args):
@@ -388,7 +386,7 @@ class Searcher:
         # eagerly, its operations are the shared functions already traced for
         # its training, which costs less than tracing a graph for it.
         def eager(*args):
-            results = self.strategy.run(replica, args=args)
+            results = self.strategy.run(tracing.with_package_frames(replica), args=args)
             return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results)
 
         return eager
