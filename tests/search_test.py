@@ -65,3 +65,33 @@ def test_cosine_schedule():
 def test_bad_config(field, value):
     with pytest.raises(ConfigError, match=field):
         _config(**{field: value}).validate()
+
+
+def test_held_out_evaluation_counts_every_example_and_traces_once(tmp_path, monkeypatch):
+    # A partial last batch (72 = 2 x 32 + 8) must not trace the graph a second time.
+    searcher = pcdarts.Searcher(_config(heldout_size=72), str(tmp_path), total_units=4)
+    splits, model = searcher.splits, searcher.model
+    assert splits.heldout_size % splits.batch_size and splits.heldout_steps == 3
+    rng = np.random.RandomState(0)
+    choice = model.choice({t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES})
+
+    def reference(choice=None):  # the model called eagerly on each batch, counted here
+        correct = total = 0
+        for x, y in splits.heldout:
+            pred = np.argmax(model(x, training=False, choice=choice).numpy(), -1)
+            correct += int(np.sum(pred == y.numpy()))
+            total += len(y)
+        assert total == splits.heldout_size
+        return correct / total
+
+    with pcdarts.search_graph_options():
+        monkeypatch.setattr(pcdarts, "EAGER_EVAL_MAX_BATCHES", 3)
+        eager = searcher.evaluate(choice)
+        assert ("eval_path", choice) not in searcher._fns
+        monkeypatch.setattr(pcdarts, "EAGER_EVAL_MAX_BATCHES", 2)
+        traced = searcher.evaluate(choice)
+        supernet = searcher.evaluate()
+    assert eager == pytest.approx(reference(choice)) and traced == pytest.approx(eager)
+    assert supernet == pytest.approx(reference())
+    for key in (("eval_path", choice), ("eval", searcher._alive_key())):
+        assert searcher._fns[key]._fn.experimental_get_tracing_count() == 1
