@@ -95,3 +95,23 @@ def test_held_out_evaluation_counts_every_example_and_traces_once(tmp_path, monk
     assert supernet == pytest.approx(reference())
     for key in (("eval_path", choice), ("eval", searcher._alive_key())):
         assert searcher._fns[key]._fn.experimental_get_tracing_count() == 1
+
+
+def test_search_iterators_run_without_tf_data_autotuning(tmp_path, monkeypatch):
+    # Deleting an autotuned iterator waits for its autotuning thread, seconds per epoch
+    # unit on a busy 2-core machine (BUILD.md): every pipeline the loop iterates has it off.
+    searcher = pcdarts.Searcher(_config(), str(tmp_path), total_units=4)
+    seen = []
+    distribute = searcher.strategy.experimental_distribute_dataset
+
+    def spy(dataset, *args, **kwargs):
+        seen.append(dataset.options().autotune.enabled)
+        return distribute(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(searcher.strategy, "experimental_distribute_dataset", spy)
+    choice = searcher.model.choice({t: ["skip_connect"] * 14 for t in gt.CELL_TYPES})
+    with pcdarts.search_graph_options():
+        searcher.search_epoch(False, "epoch")
+        searcher.trial_epoch({t: ["skip_connect"] * 14 for t in gt.CELL_TYPES}, "trial")
+        searcher.evaluate(choice)
+    assert seen == [False] * 4  # the epoch, the trial's epoch and its held-out pass, the held-out pass

@@ -124,6 +124,20 @@ def search_graph_options():
 EAGER_EVAL_MAX_BATCHES = 8
 
 
+def without_autotuning(dataset):
+    """`dataset` with tf.data's autotuning off.
+
+    The search makes a new iterator for every epoch unit and every held-out
+    pass, and deleting an iterator waits for its autotuning thread: 2.2-2.4 s
+    for one unit in three on this 2-core machine, while the steps keep the
+    cores busy (BUILD.md). Without autotuning, parallel maps use one call per
+    core and the in-memory pipelines still outpace the steps.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def cosine_learning_rate(unit, total_units, lr, lr_min):
     """lr_min + (lr - lr_min) * (1 + cos(pi * unit / total)) / 2 (per epoch, as DARTS)."""
     progress = min(unit, total_units) / max(total_units, 1)
@@ -454,7 +468,7 @@ class Searcher:
     def _run(self, dataset, steps, step, label, batch_size):
         progbar = keras.utils.Progbar(steps, stateful_metrics=["loss", "acc"], verbose=1 if _interactive() else 2)
         total_loss = total_correct = seen = 0.0
-        dist = self.strategy.experimental_distribute_dataset(dataset)
+        dist = self.strategy.experimental_distribute_dataset(without_autotuning(dataset))
         for i, batch in enumerate(dist):
             if i >= steps:
                 break
@@ -510,7 +524,7 @@ class Searcher:
         """Accuracy on the held-out subset (single path when `choice` is given)."""
         fn = self.eval_fn(choice)
         correct = total = 0.0
-        batches = iter(self.strategy.experimental_distribute_dataset(self.splits.heldout))
+        batches = iter(self.strategy.experimental_distribute_dataset(without_autotuning(self.splits.heldout)))
         for _ in range(self.splits.heldout_steps):
             c, n = fn(batches)
             correct += float(c)
