@@ -1,4 +1,6 @@
-"""Stack traces of traced ops that keep only bnas_tf's frames (and the user's script).
+"""What traced graphs leave behind: their ops' stack traces, and their custom gradients.
+
+Stack traces of traced ops keep only bnas_tf's frames (and the user's script).
 
 TensorFlow records, for every op added to a graph, the Python stack that
 created it, for its error messages, and freezes a copy into every function
@@ -13,6 +15,12 @@ that built the op.
 A filter applies to the thread that enters it: `tf.distribute.MirroredStrategy`
 traces each replica in a thread of its own, so the search also runs each
 replica's function under it (`with_package_frames`).
+
+`release_gradients` unregisters the custom gradients of a graph the search no
+longer needs: `tf.custom_gradient` (the STE quantizers, the amplitude
+matrices) registers a new gradient function in TensorFlow's global registry at
+every call in a graph and never removes it, and the function's closure holds
+the graph's tensors, so every dropped step graph stayed alive.
 """
 
 import contextlib
@@ -24,6 +32,13 @@ try:  # TensorFlow's own stack filters; if a release drops them, stacks stay who
     from tensorflow.python.util import tf_stack
 except ImportError:  # pragma: no cover - depends on the TensorFlow release
     tf_stack = None
+
+try:  # TensorFlow's gradient registry; if a release moves it, nothing is released.
+    from tensorflow.python.framework import ops as _tf_ops
+
+    _GRADIENTS = _tf_ops._gradient_registry._registry  # noqa: SLF001 - no public way to unregister
+except (ImportError, AttributeError):  # pragma: no cover - depends on the TensorFlow release
+    _GRADIENTS = None
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -65,3 +80,38 @@ def with_package_frames(fn):
             return fn(*args, **kwargs)
 
     return run
+
+
+def _refers_to(value, graph, depth=0):
+    """Whether a custom gradient's closure holds a tensor of `graph` (functions nest)."""
+    if getattr(value, "graph", None) is graph:
+        return True
+    if depth > 3:
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(_refers_to(v, graph, depth + 1) for v in value)
+    cells = getattr(value, "__closure__", None) or ()
+    for cell in cells:
+        try:
+            content = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if _refers_to(content, graph, depth + 1):
+            return True
+    return False
+
+
+def release_gradients(graph):
+    """Unregisters the custom gradients registered while `graph` was traced; returns how many.
+
+    Only gradients whose functions hold `graph`'s tensors go: those of the
+    functions it calls (traced into graphs of their own, and reused by later
+    graphs) stay.
+    """
+    if _GRADIENTS is None:
+        return 0
+    names = [name for name, entry in list(_GRADIENTS.items())
+             if name.startswith("CustomGradient-") and _refers_to(entry.get("type"), graph)]
+    for name in names:
+        _GRADIENTS.pop(name, None)
+    return len(names)

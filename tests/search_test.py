@@ -115,3 +115,23 @@ def test_search_iterators_run_without_tf_data_autotuning(tmp_path, monkeypatch):
         searcher.trial_epoch({t: ["skip_connect"] * 14 for t in gt.CELL_TYPES}, "trial")
         searcher.evaluate(choice)
     assert seen == [False] * 4  # the epoch, the trial's epoch and its held-out pass, the held-out pass
+
+
+def test_dropped_trial_graphs_are_freed(tmp_path):
+    # tf.custom_gradient (the STE quantizers of the PCNN preprocessing convolutions) keeps
+    # each traced graph alive from TensorFlow's global gradient registry unless the
+    # searcher unregisters it when it drops the graph.
+    import gc
+    import weakref
+
+    searcher = pcdarts.Searcher(_config(), str(tmp_path), total_units=4)
+    rng = np.random.RandomState(0)
+    graphs = []
+    with pcdarts.search_graph_options():
+        for _ in range(3):
+            names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
+            searcher.trial_epoch(names, "trial")
+            (step,) = [f for k, f in searcher._fns.items() if k[0] == "trial"]
+            graphs += [weakref.ref(c.graph) for c in step.function._list_all_concrete_functions()]
+    gc.collect()
+    assert len(graphs) == 3 and [g() is None for g in graphs] == [True, True, False]

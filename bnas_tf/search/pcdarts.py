@@ -175,6 +175,11 @@ class _TimedFirstCall:
     def __init__(self, fn, kind, seconds):
         self._fn, self._kind, self._seconds = fn, kind, seconds
 
+    @property
+    def function(self):
+        """The tf.function."""
+        return self._fn
+
     def __call__(self, *args):
         if self._kind is None:
             return self._fn(*args)
@@ -359,7 +364,7 @@ class Searcher:
         if key not in self._fns:
             # The last element of a key is the network structure; drop older ones of the same kind.
             for stale in [k for k in self._fns if k[:-1] == key[:-1]]:
-                del self._fns[stale]
+                self._release(self._fns.pop(stale))
 
             # Under the stack-trace filter in each replica's own thread (MirroredStrategy), which
             # the filter entered by search_graph_options does not reach.
@@ -376,6 +381,13 @@ class Searcher:
 
             self._fns[key] = _TimedFirstCall(fn, key[0], self.seconds)
         return self._fns[key]
+
+    @staticmethod
+    def _release(step):
+        """Lets a dropped step's graphs be freed: TensorFlow's registry of custom gradients
+        would otherwise hold every graph a search traces (`tracing.release_gradients`)."""
+        for concrete in step.function._list_all_concrete_functions():  # noqa: SLF001
+            tracing.release_gradients(concrete.graph)
 
     def search_step_fn(self, update_arch):
         """One weight step (and, with update_arch, first one architecture step)."""
