@@ -84,8 +84,11 @@ def with_package_frames(fn):
 
 def _refers_to(value, graph, depth=0):
     """Whether a custom gradient's closure holds a tensor of `graph` (functions nest)."""
-    if getattr(value, "graph", None) is graph:
-        return True
+    try:
+        if getattr(value, "graph", None) is graph:
+            return True
+    except Exception:  # noqa: BLE001 - an eager value has no graph, and may say so otherwise
+        pass
     if depth > 3:
         return False
     if isinstance(value, (list, tuple)):

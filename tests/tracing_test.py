@@ -61,3 +61,30 @@ def test_library_files_spare_the_package_and_the_recording_modules():
     from tensorflow.python.framework import ops as tf_ops
 
     assert os.path.abspath(tf_ops.__file__) not in files
+
+
+def test_release_gradients_frees_a_graph_with_custom_gradients():
+    import gc
+    import weakref
+
+    import tensorflow as tf
+
+    from bnas_tf import quantizers
+
+    def build():
+        fn = tf.function(lambda x: tf.reduce_sum(quantizers.ste_sign(x) * x))
+        return fn.get_concrete_function(tf.TensorSpec([3], tf.float32))
+
+    kept = build()  # another graph: its gradients must stay
+    concrete = build()
+    graph = weakref.ref(concrete.graph)
+    assert tracing.release_gradients(concrete.graph) == 1
+    assert tracing.release_gradients(concrete.graph) == 0
+    del concrete
+    gc.collect()
+    assert graph() is None
+    with tf.GradientTape() as tape:  # the other graph still differentiates through its STE
+        x = tf.constant([0.5, -2.0, 0.25])
+        tape.watch(x)
+        y = kept(x)
+    assert tape.gradient(y, x).numpy().tolist() == [1.5, -1.0, 1.25]
