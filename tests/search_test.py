@@ -94,7 +94,7 @@ def test_held_out_evaluation_counts_every_example_and_traces_once(tmp_path, monk
     assert eager == pytest.approx(reference(choice)) and traced == pytest.approx(eager)
     assert supernet == pytest.approx(reference())
     for key in (("eval_path", choice), ("eval", searcher._alive_key())):
-        assert searcher._fns[key]._fn.experimental_get_tracing_count() == 1
+        assert searcher._fns[key].function.experimental_get_tracing_count() == 1
 
 
 def test_search_iterators_run_without_tf_data_autotuning(tmp_path, monkeypatch):

@@ -430,8 +430,10 @@ class Searcher:
         if self.splits.heldout_steps > EAGER_EVAL_MAX_BATCHES:
             return self._distributed(("eval_path", choice), replica, from_iterator=True)
 
+        filtered = tracing.with_package_frames(replica)
+
         def eager(iterator):
-            results = self.strategy.run(tracing.with_package_frames(replica), args=next(iterator))
+            results = self.strategy.run(filtered, args=next(iterator))
             return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results)
 
         return eager
@@ -477,10 +479,14 @@ class Searcher:
         cap = self.config.steps_per_epoch
         return steps if cap is None else min(steps, cap)
 
+    def _distribute(self, dataset):
+        """`dataset` split over the replicas, tf.data's autotuning off (`without_autotuning`)."""
+        return self.strategy.experimental_distribute_dataset(without_autotuning(dataset))
+
     def _run(self, dataset, steps, step, label, batch_size):
         progbar = keras.utils.Progbar(steps, stateful_metrics=["loss", "acc"], verbose=1 if _interactive() else 2)
         total_loss = total_correct = seen = 0.0
-        dist = self.strategy.experimental_distribute_dataset(without_autotuning(dataset))
+        dist = self._distribute(dataset)
         for i, batch in enumerate(dist):
             if i >= steps:
                 break
@@ -536,7 +542,7 @@ class Searcher:
         """Accuracy on the held-out subset (single path when `choice` is given)."""
         fn = self.eval_fn(choice)
         correct = total = 0.0
-        batches = iter(self.strategy.experimental_distribute_dataset(without_autotuning(self.splits.heldout)))
+        batches = iter(self._distribute(self.splits.heldout))
         for _ in range(self.splits.heldout_steps):
             c, n = fn(batches)
             correct += float(c)
