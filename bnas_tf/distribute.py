@@ -107,3 +107,8 @@ def is_chief(strategy):
     if not task_type:
         return True
     return task_type == "chief" or (task_type == "worker" and resolver.task_id == 0)
+
+
+def is_tpu(strategy):
+    """Whether `strategy` runs on TPUs (its replicas are compiled by XLA)."""
+    return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))

@@ -21,6 +21,9 @@ longer needs: `tf.custom_gradient` (the STE quantizers, the amplitude
 matrices) registers a new gradient function in TensorFlow's global registry at
 every call in a graph and never removes it, and the function's closure holds
 the graph's tensors, so every dropped step graph stayed alive.
+
+`without_reference_scan` spares a step graph's first call a scan that
+instantiates every called function once per call site: see its docstring.
 """
 
 import contextlib
@@ -32,6 +35,11 @@ try:  # TensorFlow's own stack filters; if a release drops them, stacks stay who
     from tensorflow.python.util import tf_stack
 except ImportError:  # pragma: no cover - depends on the TensorFlow release
     tf_stack = None
+
+try:  # the reference-variable op of TensorFlow 1; if a release drops it, graphs are scanned.
+    from tensorflow.python.ops import gen_state_ops as _state_ops
+except ImportError:  # pragma: no cover - depends on the TensorFlow release
+    _state_ops = None
 
 try:  # TensorFlow's gradient registry; if a release moves it, nothing is released.
     from tensorflow.python.framework import ops as _tf_ops
@@ -118,3 +126,43 @@ def release_gradients(graph):
     for name in names:
         _GRADIENTS.pop(name, None)
     return len(names)
+
+
+# The shared name of the marker's (never initialized, never read) legacy variable.
+_MARKER = "bnas_tf_reference_scan_marker"
+
+
+def without_reference_scan(fn):
+    """`fn` (a replica's step, traced) with its tensor arguments behind a control edge from
+    a reference-typed op, so that the first call of its graph skips a scan of every callee.
+
+    When TensorFlow first runs a function graph, XLA's `EncapsulateSubgraphsPass`
+    (registered whether or not XLA is used) marks the nodes connected to a
+    reference variable. For each call node that is not yet marked it
+    instantiates the callee, at every call site, and scans its body; a search
+    step calls the shared fused functions from hundreds of sites, so this cost
+    the call sites times the callees' size at every new graph (BUILD.md). A node
+    downstream of a node already marked is marked without the scan, and so is,
+    in the pass's second sweep, every node upstream of a marked one. Here the
+    arguments pass through `tf.identity` after a reference-typed op (a
+    TensorFlow 1 `VariableV2`, never initialized and never read; only its
+    control edge is used): every call in the step then lies downstream of it, or
+    upstream of a node that does. The mark only tells XLA not to compile those
+    nodes, and the search steps are not compiled.
+
+    Not for TPUs, whose replicas are compiled (a reference variable cannot be);
+    `fn` is returned unchanged where the op is unavailable.
+    """
+    if _state_ops is None:  # pragma: no cover - depends on the TensorFlow release
+        return fn
+
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    @functools.wraps(fn)
+    def run(*args):
+        marker = _state_ops.variable_v2(shape=[], dtype=tf.float32, shared_name=_MARKER)
+        with tf.control_dependencies([marker.op]):
+            args = tf.nest.map_structure(tf.identity, args)
+        return fn(*args)
+
+    return run

@@ -135,3 +135,35 @@ def test_dropped_trial_graphs_are_freed(tmp_path):
             graphs += [weakref.ref(c.graph) for c in step.function._list_all_concrete_functions()]
     gc.collect()
     assert len(graphs) == 3 and [g() is None for g in graphs] == [True, True, False]
+
+
+def test_every_call_of_a_search_step_is_connected_to_the_scan_marker(tmp_path):
+    # `tracing.without_reference_scan` spares the first call only for the call nodes that
+    # TensorFlow's reference-variable pass reaches from the marker: downstream of it, or
+    # upstream of a node downstream of it. Every call of the step (the fused operations,
+    # forward and backward, of both the architecture and the weight step) must be one.
+    import tensorflow as tf
+
+    searcher = pcdarts.Searcher(_config(), str(tmp_path), total_units=4)
+    splits = searcher.splits
+    batch = next(iter(tf.data.Dataset.zip((splits.weights_epoch(0), splits.arch_epoch(0)))))
+    with pcdarts.search_graph_options():
+        step = searcher.search_step_fn(True)
+        graph = step.function.get_concrete_function(*batch[0], *batch[1]).graph
+    ops = graph.get_operations()
+    (marker,) = [op for op in ops if op.type == "VariableV2"]
+
+    def reach(start, nexts):
+        seen, todo = set(), list(start)
+        while todo:
+            op = todo.pop()
+            if op not in seen:
+                seen.add(op)
+                todo += nexts(op)
+        return seen
+
+    down = reach([marker], lambda op: [c for t in op.outputs for c in t.consumers()] + list(op._control_outputs))  # noqa: SLF001
+    up = reach(down, lambda op: [t.op for t in op.inputs] + list(op.control_inputs))
+    calls = [op for op in ops if op.type in ("StatefulPartitionedCall", "PartitionedCall")]
+    assert len(calls) > 50
+    assert [op.name for op in calls if op not in up] == []

@@ -10,6 +10,7 @@ also hid its own op-creation frames would drop bnas_tf's instead).
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from bnas_tf import layers
@@ -88,3 +89,68 @@ def test_release_gradients_frees_a_graph_with_custom_gradients():
         tape.watch(x)
         y = kept(x)
     assert tape.gradient(y, x).numpy().tolist() == [1.5, -1.0, 1.25]
+
+
+# A function with CALLS call sites of one shared, not inlined function; `marked` wraps the
+# outer function's body in `tracing.without_reference_scan`. Run in a fresh process with
+# TensorFlow's log of the reference-variable scan on.
+_SCAN_SCRIPT = r"""
+import sys
+import tensorflow as tf
+from bnas_tf import tracing
+
+CALLS = 12
+marked = sys.argv[1] == "1"
+
+@tf.function(autograph=False, experimental_attributes={"_noinline": True})
+def inner(x):
+    return tf.sin(x) * 2.0
+
+def body(x):
+    return tf.add_n([inner(x + float(i)) for i in range(CALLS)])
+
+outer = tf.function(tracing.without_reference_scan(body) if marked else body, autograph=False)
+x = tf.constant([0.5, 1.0])
+print("RESULT", outer(x).numpy().tolist(), flush=True)
+"""
+
+
+def _scan_log(marked, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    script = tmp_path / "scan.py"
+    script.write_text(_SCAN_SCRIPT)
+    env = dict(os.environ, TF_CPP_VMODULE="xla_cluster_util=1", TF_CPP_MIN_LOG_LEVEL="0")
+    out = subprocess.run([sys.executable, str(script), "1" if marked else "0"], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    found = [int(n) for n in re.findall(r"GetNodesRelatedToRefVariables\(\) found (\d+) nodes", out.stderr)]
+    result = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
+    return found, result
+
+
+def test_without_reference_scan_marks_every_call_site_for_tensorflow(tmp_path):
+    # TensorFlow's own log of its pass: unmarked, no node is connected to a reference variable,
+    # so the pass instantiated the callee at each of the 12 call sites to look inside; marked,
+    # the outer graph's nodes (its 12 calls among them) are found without looking.
+    found, result = _scan_log(False, tmp_path)
+    marked_found, marked_result = _scan_log(True, tmp_path)
+    assert found and max(found) == 0
+    assert max(marked_found) >= 12
+    assert marked_result == result  # the same values
+
+
+def test_without_reference_scan_keeps_values_and_gradients():
+    def body(x, y):
+        return tf.reduce_sum(tf.sin(x) * y)
+
+    def grads(fn):
+        x, y = tf.constant([0.3, -1.2]), tf.constant([2.0, 0.5])
+        with tf.GradientTape() as tape:
+            tape.watch([x, y])
+            value = tf.function(fn, autograph=False)(x, y)
+        return [value.numpy()] + [g.numpy() for g in tape.gradient(value, [x, y])]
+
+    for a, b in zip(grads(body), grads(tracing.without_reference_scan(body))):
+        np.testing.assert_array_equal(a, b)

@@ -366,9 +366,11 @@ class Searcher:
             for stale in [k for k in self._fns if k[:-1] == key[:-1]]:
                 self._release(self._fns.pop(stale))
 
-            # Under the stack-trace filter in each replica's own thread (MirroredStrategy), which
-            # the filter entered by search_graph_options does not reach.
-            replica = tracing.with_package_frames(replica_fn)
+            # Each replica's arguments behind the scan marker (`tracing.without_reference_scan`:
+            # a shorter first call), all of it under the stack-trace filter in the replica's own
+            # thread (MirroredStrategy), which the filter entered by search_graph_options does not reach.
+            replica = replica_fn if distribute.is_tpu(self.strategy) else tracing.without_reference_scan(replica_fn)
+            replica = tracing.with_package_frames(replica)
 
             @tf.function(autograph=False)
             def fn(*args):
