@@ -154,3 +154,10 @@ def test_without_reference_scan_keeps_values_and_gradients():
 
     for a, b in zip(grads(body), grads(tracing.without_reference_scan(body))):
         np.testing.assert_array_equal(a, b)
+    # Functions run eagerly (when debugging), where TensorFlow 1's reference op cannot run.
+    tf.config.run_functions_eagerly(True)
+    try:
+        for a, b in zip(grads(body), grads(tracing.without_reference_scan(body))):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        tf.config.run_functions_eagerly(False)
