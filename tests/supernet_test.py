@@ -216,3 +216,17 @@ def test_bad_arguments():
     model = _net(num_layers=1, reduction_cells=())
     with pytest.raises(ConfigError, match="needs an operation"):
         model.set_alive({t: [[]] * 14 for t in gt.CELL_TYPES})
+
+
+def test_sampled_paths_call_each_edge_on_its_own():
+    # The edges of a sampled path that leave one node with the same operation are not fused:
+    # grouped, every new sample's member sets would trace (and build, and instantiate) new
+    # functions. Each traced function of a sampled path takes one edge's variables.
+    model = _net()
+    x = tf.constant(_x(2))
+    names = {t: ["sep_conv_3x3"] * 14 for t in gt.CELL_TYPES}  # every edge of a node alike
+    tf.function(lambda x: model(x, training=True, choice=model.choice(names))).get_concrete_function(x)
+    members = [len(slot) for fn in model._fused_ops._fns.values()  # noqa: SLF001
+               for concrete in fn._list_all_concrete_functions()  # noqa: SLF001
+               for slot in concrete.structured_input_signature[0][1]]
+    assert members and set(members) == {1}

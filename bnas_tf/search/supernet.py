@@ -270,7 +270,7 @@ class SearchCell(keras.layers.Layer):
         with beta_e * sum_k w_ek o_k(part) for each edge e (None where no operation runs).
 
         Each fused operation k gives one output for all its member edges (shared) or
-        one per member. These columns, stacked along a leading axis as rows of
+        one per member. On a sampled path (`choice`) every edge is a call of its own. These columns, stacked along a leading axis as rows of
         N*H*W*C values, times a [columns, edges] matrix of weights
         (`_Mixer.matrix`: w_ek beta_e where column and edge match, 0 elsewhere)
         give every edge's mixture in one product. Column-major rows make the
@@ -288,15 +288,18 @@ class SearchCell(keras.layers.Layer):
             members = [e for e in out_edges if (choice[e] == k if choice is not None else k in alive[e])]
             if not members:
                 continue
-            y, loss = fused.call((name, strides, part.shape[-1]), [self.edges[e].candidates[k] for e in members],
-                                 part, training)
-            amp = amp + loss
-            if len(y.shape) == 4:  # the same output for every member edge
-                pieces.append(tf.expand_dims(y, 0))
-                rows.append([(e, k) if e in members else None for e in out_edges])
-            else:
-                pieces.append(tf.transpose(y, [4, 0, 1, 2, 3]))
-                rows += [[(m, k) if e == m else None for e in out_edges] for m in members]
+            # A sampled path runs each edge on its own: its member sets change with every
+            # sample, and each new set would trace, build and instantiate new functions.
+            for group in ([m] for m in members) if choice is not None else [members]:
+                y, loss = fused.call((name, strides, part.shape[-1]), [self.edges[e].candidates[k] for e in group],
+                                     part, training)
+                amp = amp + loss
+                if len(y.shape) == 4:  # the same output for every member edge
+                    pieces.append(tf.expand_dims(y, 0))
+                    rows.append([(e, k) if e in group else None for e in out_edges])
+                else:
+                    pieces.append(tf.transpose(y, [4, 0, 1, 2, 3]))
+                    rows += [[(m, k) if e == m else None for e in out_edges] for m in group]
         if not pieces:
             mixed.update((e, None) for e in out_edges)
             return amp
