@@ -31,6 +31,8 @@ import functools
 import os
 import sys
 
+import tensorflow as tf
+
 try:  # TensorFlow's own stack filters; if a release drops them, stacks stay whole.
     from tensorflow.python.util import tf_stack
 except ImportError:  # pragma: no cover - depends on the TensorFlow release
@@ -155,8 +157,6 @@ def without_reference_scan(fn):
     """
     if _state_ops is None:  # pragma: no cover - depends on the TensorFlow release
         return fn
-
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
     @functools.wraps(fn)
     def run(*args):

@@ -68,8 +68,6 @@ def test_release_gradients_frees_a_graph_with_custom_gradients():
     import gc
     import weakref
 
-    import tensorflow as tf
-
     from bnas_tf import quantizers
 
     def build():

@@ -270,7 +270,8 @@ class SearchCell(keras.layers.Layer):
         with beta_e * sum_k w_ek o_k(part) for each edge e (None where no operation runs).
 
         Each fused operation k gives one output for all its member edges (shared) or
-        one per member. On a sampled path (`choice`) every edge is a call of its own. These columns, stacked along a leading axis as rows of
+        one per member; on a sampled path (`choice`) every edge is a call of its own.
+        These columns, stacked along a leading axis as rows of
         N*H*W*C values, times a [columns, edges] matrix of weights
         (`_Mixer.matrix`: w_ek beta_e where column and edge match, 0 elsewhere)
         give every edge's mixture in one product. Column-major rows make the
