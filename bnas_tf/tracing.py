@@ -24,6 +24,9 @@ the graph's tensors, so every dropped step graph stayed alive.
 
 `without_reference_scan` spares a step graph's first call a scan that
 instantiates every called function once per call site: see its docstring.
+
+`counted_apart` keeps TensorFlow's retracing warning for functions that really
+retrace, and off the search's functions made one per structure by design.
 """
 
 import contextlib
@@ -168,3 +171,21 @@ def without_reference_scan(fn):
         return fn(*args)
 
     return run
+
+
+def counted_apart(fn):
+    """`fn` as a callable whose `tf.function` TensorFlow counts retraces for on its own.
+
+    TensorFlow warns of "excessive retracing" when 5 of the last 10 eager calls
+    traced, and counts together every `tf.function` made from one nested
+    function's code, to catch one made anew in a loop. The search makes one per
+    step graph (a round's alive set, a trial's path) and the fused supernet one
+    per operation kind, each traced per structure by design: counted together
+    they raised the warning at every eagerly scored trial and in searches with
+    few steps an epoch. Wrapped in a partial (which has no code object of its
+    own) each is counted alone, so a function that does retrace on every call
+    still warns. The name is kept for the traced graph's function names.
+    """
+    wrapped = functools.partial(fn)
+    wrapped.__name__ = fn.__name__
+    return wrapped

@@ -167,3 +167,36 @@ def test_every_call_of_a_search_step_is_connected_to_the_scan_marker(tmp_path):
     calls = [op for op in ops if op.type in ("StatefulPartitionedCall", "PartitionedCall")]
     assert len(calls) > 50
     assert [op.name for op in calls if op not in up] == []
+
+
+def test_search_graphs_raise_no_retracing_warning(tmp_path):
+    # The search makes a tf.function per step graph and the fused supernet one per
+    # operation kind, each traced per structure by design. TensorFlow counts the traces of
+    # every tf.function made from one nested function's code together, and warned of
+    # "excessive retracing" at each trial (eager scoring calls the fused functions) and in
+    # searches with few steps an epoch.
+    import logging
+
+    import tensorflow as tf
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    collect = Collect()
+    tf.get_logger().addHandler(collect)
+    try:
+        searcher = pcdarts.Searcher(_config(steps_per_epoch=1), str(tmp_path), total_units=4)
+        rng = np.random.RandomState(1)
+        with pcdarts.search_graph_options():
+            for _ in range(3):
+                names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
+                searcher.trial_epoch(names, "trial")
+    finally:
+        tf.get_logger().removeHandler(collect)
+    assert searcher.seconds["trace"] > 0
+    assert [m for m in collect.messages if "retracing" in m] == []

@@ -40,6 +40,7 @@ from keras import ops
 from bnas_tf import amplitude as amp
 from bnas_tf import layers as bl
 from bnas_tf import ops as bops
+from bnas_tf import tracing
 from bnas_tf.errors import ConfigError
 from bnas_tf.optim import _tf_variable
 
@@ -354,7 +355,7 @@ class FusedOps:
             # Not inlined: by default TensorFlow copies a function's body into every graph
             # that calls it, hundreds of times in a supernet step; called, it is built once
             # (BUILD.md, "Performance of the search step").
-            self._fns[key] = tf.function(run, autograph=False, reduce_retracing=True,
+            self._fns[key] = tf.function(tracing.counted_apart(run), autograph=False, reduce_retracing=True,
                                          experimental_attributes={"_noinline": True})
         return self._fns[key]
 

@@ -372,7 +372,6 @@ class Searcher:
             replica = replica_fn if distribute.is_tpu(self.strategy) else tracing.without_reference_scan(replica_fn)
             replica = tracing.with_package_frames(replica)
 
-            @tf.function(autograph=False)
             def fn(*args):
                 if from_iterator:
                     args = next(args[0])
@@ -381,6 +380,7 @@ class Searcher:
                     lambda r: self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None), results
                 )
 
+            fn = tf.function(tracing.counted_apart(fn), autograph=False)
             self._fns[key] = _TimedFirstCall(fn, key[0], self.seconds)
         return self._fns[key]
 

@@ -32,6 +32,7 @@ from keras import ops
 
 from bnas_tf import genotypes as gt
 from bnas_tf import layers
+from bnas_tf import tracing
 from bnas_tf.errors import ConfigError
 from bnas_tf.ops import make_op
 from bnas_tf.search.fused import FusedOps
@@ -78,7 +79,7 @@ class OpTemplates:
                 new = [n if n is not None else old for n, old in zip(new, non_trainable)]
                 return y, new, amp
 
-            self._fns[key] = tf.function(run, autograph=False)
+            self._fns[key] = tf.function(tracing.counted_apart(run), autograph=False)
         return self._fns[key]
 
     def call(self, key, layer, x, training):
