@@ -101,6 +101,7 @@ def test_parse_args():
     assert (cfg.pcdarts_layers, cfg.pcdarts_channels, cfg.pcdarts_partial, cfg.pcdarts_reduction) == (8, 16, 4, None)
     assert cfg.batches == (32, 64)
     assert (cfg.bnas_layers, cfg.bnas_reduction, cfg.bnas_partial, cfg.bnas_binarization) == (6, (1, 3), 2, "pcnn")
+    assert (cfg.search_channels, cfg.search_k, cfg.search_t, cfg.search_v) == (16, 8, 1, 1)  # the paper's C, K, T, V
     for bad in (["--sections=supernet,gpu"], ["--batches=32,x"], ["--repeats=0"], ["--threads=-1"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
@@ -159,6 +160,9 @@ def test_readme_table_is_written_between_the_markers(tmp_path):
         "torch_reference": {"torch_version": "2.13.0", "results": {"32": {"images_per_s": 6.0, "step_s": 5.33,
                                                                            "peak_rss_mb_after": 1800.0}}},
     }
+    results["search"] = {"config": {"cells": 2, "init_channels": 16, "batch": 64, "epoch_units_each": 28},
+                         "bnas_wall_s": 234.4, "pcdarts_wall_s": 526.5, "bnas_loop_s": 231.3, "pcdarts_loop_s": 523.3,
+                         "bnas_over_pcdarts": 0.445}
     results["supernet_step_s"], results["subnet_step_s"], results["peak_rss_mb"] = 2.67, 0.4, 1500.0
     results["targets"] = bench.targets(results)
     readme = tmp_path / "README.md"
@@ -172,6 +176,9 @@ def test_readme_table_is_written_between_the_markers(tmp_path):
     assert "| 6.0 images/s (5.33 s) |" in text
     assert "| supernet images/s / PyTorch, batch 32 | >= 2 | 2.000 | met |" in text
     assert "Test CPU, 2 usable CPUs" in text
+    assert ("| whole search on digits (2 cells, C=16, batch 64), 28 epoch units each: BNAS / PC-DARTS | "
+            "234 s / 526 s (search loop 231 s / 523 s) | - |") in text
+    assert "| BNAS / PC-DARTS search wall time, equal epochs | <= 0.5 | 0.445 | met |" in text
     readme.write_text("no markers")
     with pytest.raises(SystemExit, match="no <!-- bench:begin -->"):
         bench.main(["--from_json", str(saved), f"--readme={readme}"])
