@@ -971,6 +971,7 @@ def update_readme(path, markdown):
 
 
 def main(argv=None):
+    argv = list(argv if argv is not None else sys.argv[1:])
     args, cfg = parse_args(argv)
     with _stdout_to_stderr() as stdout:
         if args.from_json:
@@ -978,12 +979,17 @@ def main(argv=None):
                 results = json.load(f)
         else:
             results = run(args, cfg)
+            results["argv"] = argv  # for the table's regenerate line, also when written --from_json
         text = json.dumps(results, default=_json_default, allow_nan=False)
         if args.output:
             with open(args.output, "w") as f:
                 f.write(text + "\n")
         if args.readme:
-            command = regenerate_command(argv if argv is not None else sys.argv[1:])
+            # The command that measured these results (saved with them), writing the table.
+            measured = results.get("argv", argv) if args.from_json else argv
+            command = regenerate_command(measured)
+            if args.from_json and "--readme" not in {a.split("=", 1)[0] for a in measured}:
+                command += f" --readme {args.readme}"
             update_readme(args.readme, format_markdown(results, command))
         if args.json:
             stdout.write(text + "\n")

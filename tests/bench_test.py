@@ -160,6 +160,7 @@ def test_readme_table_is_written_between_the_markers(tmp_path):
         "torch_reference": {"torch_version": "2.13.0", "results": {"32": {"images_per_s": 6.0, "step_s": 5.33,
                                                                            "peak_rss_mb_after": 1800.0}}},
     }
+    results["argv"] = ["--sections=supernet,subnet", "--batches=32", "--output", "/tmp/r.json"]  # the measuring run's
     results["search"] = {"config": {"cells": 2, "init_channels": 16, "batch": 64, "epoch_units_each": 28},
                          "bnas_wall_s": 234.4, "pcdarts_wall_s": 526.5, "bnas_loop_s": 231.3, "pcdarts_loop_s": 523.3,
                          "bnas_over_pcdarts": 0.445}
@@ -176,6 +177,8 @@ def test_readme_table_is_written_between_the_markers(tmp_path):
     assert "| 6.0 images/s (5.33 s) |" in text
     assert "| supernet images/s / PyTorch, batch 32 | >= 2 | 2.000 | met |" in text
     assert "Test CPU, 2 usable CPUs" in text
+    # The regenerate line names the run that measured (less its output flags), not the --from_json one.
+    assert f"Regenerate: `python -m bnas_tf.bench --sections=supernet,subnet --batches=32 --readme {readme}`" in text
     assert ("| whole search on digits (2 cells, C=16, batch 64), 28 epoch units each: BNAS / PC-DARTS | "
             "234 s / 526 s (search loop 231 s / 523 s) | - |") in text
     assert "| BNAS / PC-DARTS search wall time, equal epochs | <= 0.5 | 0.445 | met |" in text
