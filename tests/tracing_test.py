@@ -159,3 +159,38 @@ def test_without_reference_scan_keeps_values_and_gradients():
             np.testing.assert_array_equal(a, b)
     finally:
         tf.config.run_functions_eagerly(False)
+
+
+def _retracing_warnings(run):
+    import logging
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    tf.get_logger().addHandler(handler)
+    try:
+        run()
+    finally:
+        tf.get_logger().removeHandler(handler)
+    return [m for m in messages if "triggered tf.function retracing" in m]
+
+
+def test_counted_apart_counts_each_function_alone_and_keeps_real_retracing_warned():
+    def make(scale, wrap):
+        def scaled(x, offset):
+            return x * scale + offset
+
+        return tf.function(tracing.counted_apart(scaled) if wrap else scaled, autograph=False)
+
+    x = tf.constant(1.0)
+
+    def one_per_structure(wrap):
+        fns = [make(float(i), wrap) for i in range(8)]
+        return lambda: [fn(x, 0) for fn in fns]  # each made once and traced once, as the search's
+
+    # Made from one nested function, TensorFlow counts them together (and warns) unless apart.
+    assert _retracing_warnings(one_per_structure(False))
+    assert _retracing_warnings(one_per_structure(True)) == []
+    retracing = make(2.0, True)
+    assert _retracing_warnings(lambda: [retracing(x, i) for i in range(8)])  # a new Python value each call
+    assert retracing.get_concrete_function(x, 0).name.decode().startswith("__inference_scaled_")
