@@ -191,3 +191,18 @@ def test_regenerate_command_drops_the_flags_that_only_choose_outputs():
     argv = ["--sections=search", "--output", "/tmp/a.json", "--json", "--from_json=/tmp/b.json",
             "--readme", "README.md", "--batches=32"]
     assert bench.regenerate_command(argv) == "python -m bnas_tf.bench --sections=search --readme README.md --batches=32"
+
+
+def test_step_bench_loads_no_dataset(monkeypatch):
+    # The PyTorch reference steps on random tensors; the measured process holds no dataset either.
+    from bnas_tf import data as data_lib
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the step bench loaded the search splits")
+
+    monkeypatch.setattr(data_lib, "search_splits", no_data)
+    sb = bench._StepBench(layers=2, channels=4, reduction=(1,), partial=2, binarization="none", batch=2)
+    try:
+        assert sb.searcher.model.image_shape[:2] == (32, 32) and sb.xw.shape == (2, 32, 32, 3)
+    finally:
+        sb.close()

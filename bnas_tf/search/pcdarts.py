@@ -200,21 +200,27 @@ class Searcher:
       model_dir: where checkpoints, TensorBoard logs and outputs go.
       strategy: a `tf.distribute.Strategy` (default: the one in scope).
       total_units: epoch units of the whole search, for the cosine schedule.
+      splits: the search's data, by default `data.search_splits` of the
+        config's dataset. Only its `spec` is read until an epoch runs: a caller
+        that feeds the steps its own tensors (the bench) passes an object with
+        the `DatasetSpec` alone, and no dataset is loaded.
     """
 
-    def __init__(self, config, model_dir, strategy=None, total_units=None):
+    def __init__(self, config, model_dir, strategy=None, total_units=None, splits=None):
         self.config = config.validate()
         self.model_dir = model_dir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.total_units = total_units or config.epochs
         os.makedirs(model_dir, exist_ok=True)
-        self.splits = data_lib.search_splits(
-            config.dataset,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            data_dir=config.data_dir,
-            heldout_size=config.heldout_size,
-        )
+        if splits is None:
+            splits = data_lib.search_splits(
+                config.dataset,
+                batch_size=config.batch_size,
+                seed=config.seed,
+                data_dir=config.data_dir,
+                heldout_size=config.heldout_size,
+            )
+        self.splits = splits
         spec = self.splits.spec
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
