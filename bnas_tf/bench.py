@@ -1000,9 +1000,9 @@ def main(argv=None):
                 f.write(text + "\n")
         if args.readme:
             # The command that measured these results (saved with them), writing the table.
-            measured = results.get("argv", argv) if args.from_json else argv
+            measured = results.get("argv", argv)
             command = regenerate_command(measured)
-            if args.from_json and "--readme" not in {a.split("=", 1)[0] for a in measured}:
+            if "--readme" not in {a.split("=", 1)[0] for a in measured}:
                 command += f" --readme {args.readme}"
             update_readme(args.readme, format_markdown(results, command))
         if args.json:

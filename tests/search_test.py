@@ -175,28 +175,17 @@ def test_search_graphs_raise_no_retracing_warning(tmp_path):
     # every tf.function made from one nested function's code together, and warned of
     # "excessive retracing" at each trial (eager scoring calls the fused functions) and in
     # searches with few steps an epoch.
-    import logging
+    from tf_log_util import tensorflow_log
 
-    import tensorflow as tf
+    searcher = pcdarts.Searcher(_config(steps_per_epoch=1), str(tmp_path), total_units=4)
+    rng = np.random.RandomState(1)
 
-    class Collect(logging.Handler):
-        def __init__(self):
-            super().__init__()
-            self.messages = []
-
-        def emit(self, record):
-            self.messages.append(record.getMessage())
-
-    collect = Collect()
-    tf.get_logger().addHandler(collect)
-    try:
-        searcher = pcdarts.Searcher(_config(steps_per_epoch=1), str(tmp_path), total_units=4)
-        rng = np.random.RandomState(1)
+    def three_trials():
         with pcdarts.search_graph_options():
             for _ in range(3):
                 names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
                 searcher.trial_epoch(names, "trial")
-    finally:
-        tf.get_logger().removeHandler(collect)
+
+    messages = tensorflow_log(three_trials)
     assert searcher.seconds["trace"] > 0
-    assert [m for m in collect.messages if "retracing" in m] == []
+    assert [m for m in messages if "retracing" in m] == []

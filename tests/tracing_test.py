@@ -162,17 +162,9 @@ def test_without_reference_scan_keeps_values_and_gradients():
 
 
 def _retracing_warnings(run):
-    import logging
+    from tf_log_util import tensorflow_log
 
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    tf.get_logger().addHandler(handler)
-    try:
-        run()
-    finally:
-        tf.get_logger().removeHandler(handler)
-    return [m for m in messages if "triggered tf.function retracing" in m]
+    return [m for m in tensorflow_log(run) if "triggered tf.function retracing" in m]
 
 
 def test_counted_apart_counts_each_function_alone_and_keeps_real_retracing_warned():
