@@ -153,10 +153,12 @@ def test_fused_graph_has_fewer_depthwise_convolutions():
     assert count(True) == 6 * 5
 
 
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1), (1, 2)])
-def test_folded_depthwise_matches_tf_depthwise(strides, dilation):
+def test_folded_depthwise_matches_tf_depthwise(strides, dilation, relu):
     """Examples folded into the channels (`fused.fold_groups`), 5 examples in groups of 4
-    (one padded group): outputs and both gradients are `tf.nn.depthwise_conv2d`'s."""
+    (one padded group): outputs and both gradients are `tf.nn.depthwise_conv2d`'s (of
+    relu(x) with `relu`, which acts on the folded copy, feeding the convolution itself)."""
     from bnas_tf import layers as bl
     from bnas_tf.search import fused
 
@@ -167,9 +169,9 @@ def test_folded_depthwise_matches_tf_depthwise(strides, dilation):
     kernels = tf.constant(rng.normal(size=(3, 3, 3, 2, 1)))  # 3 edges on a shared input
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, kernels])
-        got = fused._depthwise(conv, fused._Activations(x, True), kernels, 4).value
+        got = fused._depthwise(conv, fused._Activations(x, True), kernels, 4, relu=relu).value
         kernel = tf.transpose(kernels[..., 0], [1, 2, 3, 0])  # channel c, edge e -> c * 3 + e
-        want = tf.nn.depthwise_conv2d(x, kernel, [1, strides, strides, 1],
+        want = tf.nn.depthwise_conv2d(tf.nn.relu(x) if relu else x, kernel, [1, strides, strides, 1],
                                       "SAME", dilations=[dilation, dilation])
         want = tf.reshape(want, tf.shape(got))
         weights = tf.constant(rng.normal(size=want.shape))
@@ -178,3 +180,8 @@ def test_folded_depthwise_matches_tf_depthwise(strides, dilation):
     for a, b in zip(tape.gradient(loss_got, [x, kernels]), tape.gradient(loss_want, [x, kernels])):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
     assert fused.fold_groups(4) == fused.FOLD_CHANNELS // 4 and fused.fold_groups(64) == 1
+    if relu:  # the backward pass keeps the convolution's input alone, not also an unfolded ReLU output
+        graph = tf.function(lambda t: fused._depthwise(conv, fused._Activations(t, True), kernels, 4, relu=True).value
+                            ).get_concrete_function(x).graph
+        (dw,) = [op for op in graph.get_operations() if op.type == "DepthwiseConv2dNative"]
+        assert dw.inputs[0].op.type == "Relu"

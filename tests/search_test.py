@@ -137,6 +137,17 @@ def test_dropped_trial_graphs_are_freed(tmp_path):
     assert len(graphs) == 3 and [g() is None for g in graphs] == [True, True, False]
 
 
+def _reach(start, nexts):
+    """The graph operations reachable from `start` by `nexts` (an op's neighbours), start included."""
+    seen, todo = set(), list(start)
+    while todo:
+        op = todo.pop()
+        if op not in seen:
+            seen.add(op)
+            todo += nexts(op)
+    return seen
+
+
 def test_every_call_of_a_search_step_is_connected_to_the_scan_marker(tmp_path):
     # `tracing.without_reference_scan` spares the first call only for the call nodes that
     # TensorFlow's reference-variable pass reaches from the marker: downstream of it, or
@@ -153,20 +164,39 @@ def test_every_call_of_a_search_step_is_connected_to_the_scan_marker(tmp_path):
     ops = graph.get_operations()
     (marker,) = [op for op in ops if op.type == "VariableV2"]
 
-    def reach(start, nexts):
-        seen, todo = set(), list(start)
-        while todo:
-            op = todo.pop()
-            if op not in seen:
-                seen.add(op)
-                todo += nexts(op)
-        return seen
-
-    down = reach([marker], lambda op: [c for t in op.outputs for c in t.consumers()] + list(op._control_outputs))  # noqa: SLF001
-    up = reach(down, lambda op: [t.op for t in op.inputs] + list(op.control_inputs))
+    down = _reach([marker], lambda op: [c for t in op.outputs for c in t.consumers()] + list(op._control_outputs))  # noqa: SLF001
+    up = _reach(down, lambda op: [t.op for t in op.inputs] + list(op.control_inputs))
     calls = [op for op in ops if op.type in ("StatefulPartitionedCall", "PartitionedCall")]
     assert len(calls) > 50
     assert [op.name for op in calls if op not in up] == []
+
+
+def test_the_weight_step_starts_after_the_architecture_update(tmp_path):
+    # Run side by side, the weight step's forward pass and the architecture step's backward
+    # pass held their activations at once (BUILD.md, "Peak memory against PyTorch"). Every
+    # convolution and fused call on the weight batch must come after alpha and beta are written.
+    import tensorflow as tf
+
+    from bnas_tf.optim import _tf_variable
+
+    searcher = pcdarts.Searcher(_config(), str(tmp_path), total_units=4)
+    splits = searcher.splits
+    batch = next(iter(tf.data.Dataset.zip((splits.weights_epoch(0), splits.arch_epoch(0)))))
+    with pcdarts.search_graph_options():
+        graph = searcher.search_step_fn(True).function.get_concrete_function(*batch[0], *batch[1]).graph
+    handles = {id(_tf_variable(v).handle) for v in searcher.arch_vars}
+    arch_inputs = [internal for external, internal in graph.captures if id(external) in handles]
+    assert len(arch_inputs) == len(searcher.arch_vars)
+    writes = {c for t in arch_inputs for c in t.consumers() if c.type.startswith(("Assign", "ResourceApply"))}
+    assert writes
+
+    weight_batch = graph.inputs[0].op
+    downstream = _reach([weight_batch], lambda op: [c for t in op.outputs for c in t.consumers()])
+    compute = [op for op in downstream if op.type in ("Conv2D", "StatefulPartitionedCall", "PartitionedCall")]
+    assert len(compute) > 10
+    early = [op.name for op in compute
+             if not writes & _reach([op], lambda o: [t.op for t in o.inputs] + list(o.control_inputs))]
+    assert early == []
 
 
 def test_search_graphs_raise_no_retracing_warning(tmp_path):

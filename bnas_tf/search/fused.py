@@ -184,12 +184,16 @@ def _first_rows(y, n):
     return y[:n], grad
 
 
-def _depthwise(conv, h, kernels, groups):
-    """Each edge's depthwise convolution; kernels [E, k, k, C, 1].
+def _depthwise(conv, h, kernels, groups, relu=False):
+    """Each edge's depthwise convolution of relu(x) (with `relu`) or x; kernels [E, k, k, C, 1].
 
     With `groups` g > 1 (`fold_groups`), g examples are folded into the
     channels and the kernel tiled g times: each output channel still sees one
-    input channel of one example, so the result is the same.
+    input channel of one example, so the result is the same. The ReLU before
+    the convolution and its input quantizer act per value, so they apply to
+    the folded copy: the backward pass then keeps one tensor (the ReLU's
+    output, which is also the convolution's input) where it kept the ReLU's
+    output and its folded copy.
     """
     stacked = tf.transpose(tf.squeeze(kernels, axis=4), [1, 2, 3, 0])  # [k, k, C, E]: channel c, edge e -> c * E + e
     k0, k1, channels = kernels.shape[1], kernels.shape[2], kernels.shape[3]
@@ -197,17 +201,25 @@ def _depthwise(conv, h, kernels, groups):
         x, kernel = h.value, stacked
     else:
         x, kernel = h.flat(), tf.reshape(stacked, [k0, k1, -1, 1])
-    x = _quantize(conv, x)
     strides = [1, *conv.strides, 1]
     if groups > 1:
         n = _dims(x)[0]
         x, kernel = _fold_batch(x, groups), tf.tile(kernel, [1, 1, groups, 1])
+    dilated = tuple(conv.dilation_rate) != (1, 1)
+    # Dilated, the ReLU can also follow the space-to-batch copy (which pads with zeros, and
+    # relu(0) = 0), so that the copy is the one tensor kept; not a quantizer's sign, which
+    # would turn the padding into ones.
+    relu_late = relu and dilated and conv.input_quantizer is None
+    if relu and not relu_late:
+        x = ops.relu(x)
+    x = _quantize(conv, x)
 
     def depthwise(inputs, num_spatial_dims=2, padding=conv.padding.upper()):
         # The raw op accepts a kernel whose channel count is only known at run time.
+        inputs = ops.relu(inputs) if relu_late else inputs
         return tf.raw_ops.DepthwiseConv2dNative(input=inputs, filter=kernel, strides=strides, padding=padding)
 
-    if tuple(conv.dilation_rate) == (1, 1):
+    if not dilated:
         y = depthwise(x)
     else:  # what tf.nn.depthwise_conv2d does for dilations, without needing static channels
         y = tf.nn.with_space_to_batch(x, dilation_rate=list(conv.dilation_rate), padding=conv.padding.upper(),
@@ -295,15 +307,18 @@ def _run_body(template, x, values, training, groups=1):
             losses.append(loss)
         return kernel
 
-    for kind, layer in _sublayers(template):
+    body = _sublayers(template)
+    for i, (kind, layer) in enumerate(body):
         if kind == "relu":
+            if i + 1 < len(body) and body[i + 1][0] == "dw":
+                continue  # applied by `_depthwise`, after the batch fold
             h = _Activations(ops.relu(h.value), h.shared)
         elif kind == "prelu":
             h = _prelu(h, take(1)[0])
         elif kind == "pool":
             h = _Activations(layer.pool(h.value), True)  # first in its body: the input is shared
         elif kind == "dw":
-            h = _depthwise(layer, h, kernels(layer, True), groups)
+            h = _depthwise(layer, h, kernels(layer, True), groups, relu=i > 0 and body[i - 1][0] == "relu")
         elif kind == "conv":
             h = _pointwise(layer, h, kernels(layer, False))
         elif kind == "fr_convs":

@@ -402,7 +402,15 @@ class Searcher:
         gb = self.config.batch_size
 
         def replica(xw, yw, xa, ya):
-            arch_loss = self._arch_step(xa, ya, gb) if update_arch else tf.constant(0.0)
+            if update_arch:
+                arch_loss = self._arch_step(xa, ya, gb)
+                # The weight step starts once alpha and beta are updated. Nothing else orders
+                # its forward pass after the architecture step's backward pass, and run side
+                # by side the two passes' activations peaked together (BUILD.md, "Peak memory").
+                with tf.control_dependencies([arch_loss] + [tf.identity(v) for v in self.arch_vars]):
+                    xw = tf.identity(xw)
+            else:
+                arch_loss = tf.constant(0.0)
             loss, correct = self._weight_step(xw, yw, None, gb)
             return loss, correct, arch_loss
 
