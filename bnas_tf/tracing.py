@@ -27,10 +27,14 @@ instantiates every called function once per call site: see its docstring.
 
 `counted_apart` keeps TensorFlow's retracing warning for functions that really
 retrace, and off the search's functions made one per structure by design.
+
+`GraphFreeFunction` runs a `tf.function` from its definition in the runtime,
+with the Python graph it was traced into freed: see its docstring.
 """
 
 import contextlib
 import functools
+import gc
 import os
 import sys
 
@@ -189,3 +193,104 @@ def counted_apart(fn):
     wrapped = functools.partial(fn)
     wrapped.__name__ = fn.__name__
     return wrapped
+
+
+def _signature(value):
+    """What a `GraphFreeFunction` traces apart: a tensor's shape and dtype, an iterator's
+    element spec (its graph takes the iterator's resource, whichever iterator it is),
+    anything else by value, as `tf.function` does."""
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return ("tensor", tuple(value.shape), value.dtype.name)
+    element_spec = getattr(value, "element_spec", None)
+    if element_spec is not None:
+        return ("iterator", type(value).__name__, repr(element_spec))
+    return ("value", type(value).__name__, repr(value))
+
+
+class _ByName:
+    """One traced signature of a tf.function, called by name in the eager context.
+
+    Keeps what a call needs: the runtime function (`AtomicFunction`: while it
+    lives, its definition and its callees stay registered), the function type
+    (to flatten the arguments and pack the outputs) and the captured inputs.
+    """
+
+    def __init__(self, concrete):
+        atomic = concrete._inference_function  # noqa: SLF001
+        self._atomic = atomic
+        self._type = concrete.function_type
+        self._pack = atomic.function_type.pack_output
+        self._outputs = len(atomic.function_type.flat_outputs)
+        self._captures = list(concrete._captured_inputs)  # noqa: SLF001  (values, or callables read per call)
+        atomic._cached_graph = None  # noqa: SLF001  (the callees keep theirs: later graphs call them)
+
+    def __call__(self, *args):
+        inputs = list(self._type.unpack_inputs(self._type.bind(*args)))
+        captures = tf.nest.flatten([c() if callable(c) else c for c in self._captures], expand_composites=True)
+        return self._pack(self._ctx().call_function(self._atomic.name, inputs + captures, self._outputs))
+
+    @staticmethod
+    def _ctx():
+        from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
+
+        return context.context()
+
+
+class GraphFreeFunction:
+    """A `tf.function` called eagerly without keeping the graphs it traces.
+
+    TensorFlow runs a traced function from its definition in the eager
+    context; its Python `FuncGraph` (with the C graph under it) serves only
+    to trace, and to differentiate or call it inside another graph, which the
+    search never does with a step. Yet the tf.function's cache keeps it: at
+    the PC-DARTS setting the search step's outer graph, 20.9k ops, held about
+    200 MB through the step's peak (BUILD.md, "The step's graph freed once
+    traced"). Here each new signature (`_signature`) is traced once through
+    `fn.get_concrete_function`, its custom gradients are released
+    (`release_gradients`), the tf.function forgets it, and the step runs by
+    name (`_ByName`). The functions it calls keep their graphs: later graphs
+    call them too.
+
+    Eager calls only. Where TensorFlow's internals differ from what this
+    expects, calls go to `fn` itself, graphs kept.
+    """
+
+    def __init__(self, fn):
+        self.function = fn
+        self._calls = {}
+        self._traced = 0
+
+    def experimental_get_tracing_count(self):
+        """Signatures traced here, and any graph traced through the tf.function itself."""
+        return self._traced + self.function.experimental_get_tracing_count()
+
+    def get_concrete_function(self, *args):
+        """The tf.function's, traced and kept (to inspect the graph)."""
+        return self.function.get_concrete_function(*args)
+
+    def _list_all_concrete_functions(self):
+        return self.function._list_all_concrete_functions()  # noqa: SLF001
+
+    def __call__(self, *args):
+        key = tuple(_signature(a) for a in args)
+        call = self._calls.get(key)
+        if call is None:
+            call = self._calls[key] = self._trace(args)
+        return call(*args)
+
+    def _trace(self, args):
+        concrete = self.function.get_concrete_function(*args)
+        try:
+            call = _ByName(concrete)
+        except AttributeError:  # another TensorFlow: keep tf.function's own call
+            return self.function
+        self._traced += 1
+        release_gradients(concrete.graph)
+        cache = getattr(self.function, "_function_cache", None)
+        if cache is not None:
+            cache.clear()
+        if getattr(self.function, "_concrete_variable_creation_fn", None) is not None:
+            self.function._concrete_variable_creation_fn = None  # noqa: SLF001
+        del concrete
+        gc.collect()  # the graph is all reference cycles: freed now, before the first call peaks
+        return call

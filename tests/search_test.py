@@ -117,24 +117,27 @@ def test_search_iterators_run_without_tf_data_autotuning(tmp_path, monkeypatch):
     assert seen == [False] * 4  # the epoch, the trial's epoch and its held-out pass, the held-out pass
 
 
-def test_dropped_trial_graphs_are_freed(tmp_path):
+def test_dropped_trial_graphs_are_freed(tmp_path, monkeypatch):
     # tf.custom_gradient (the STE quantizers of the PCNN preprocessing convolutions) keeps
     # each traced graph alive from TensorFlow's global gradient registry unless the
-    # searcher unregisters it when it drops the graph.
+    # searcher unregisters it; each step runs by name once traced, its graph freed
+    # (`tracing.GraphFreeFunction`), so no trial's graph outlives its trace.
     import gc
     import weakref
+
+    from bnas_tf import tracing
 
     searcher = pcdarts.Searcher(_config(), str(tmp_path), total_units=4)
     rng = np.random.RandomState(0)
     graphs = []
+    release = tracing.release_gradients
+    monkeypatch.setattr(tracing, "release_gradients", lambda g: (graphs.append(weakref.ref(g)), release(g))[1])
     with pcdarts.search_graph_options():
         for _ in range(3):
             names = {t: [gt.PRIMITIVES[i] for i in rng.randint(1, 8, size=14)] for t in gt.CELL_TYPES}
             searcher.trial_epoch(names, "trial")
-            (step,) = [f for k, f in searcher._fns.items() if k[0] == "trial"]
-            graphs += [weakref.ref(c.graph) for c in step.function._list_all_concrete_functions()]
     gc.collect()
-    assert len(graphs) == 3 and [g() is None for g in graphs] == [True, True, False]
+    assert len(graphs) == 3 and [g() is None for g in graphs] == [True, True, True]
 
 
 def _reach(start, nexts):

@@ -186,3 +186,64 @@ def test_counted_apart_counts_each_function_alone_and_keeps_real_retracing_warne
     retracing = make(2.0, True)
     assert _retracing_warnings(lambda: [retracing(x, i) for i in range(8)])  # a new Python value each call
     assert retracing.get_concrete_function(x, 0).name.decode().startswith("__inference_scaled_")
+
+
+def _graph_free_case():
+    """A step with captured variables, a custom gradient, a nested call, structured outputs."""
+    w = tf.Variable([[1.0, 2.0], [3.0, -1.0]])
+    count = tf.Variable(0)
+
+    @tf.custom_gradient
+    def ste(x):
+        return tf.sign(x), lambda dy: dy
+
+    inner = tf.function(lambda x: tf.matmul(x, w), autograph=False)
+
+    def step(x, scale):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(ste(inner(x)) * inner(x)) * scale
+        w.assign_sub(0.1 * tape.gradient(loss, w))
+        count.assign_add(1)
+        return {"loss": loss, "pair": (count.read_value(), tf.shape(x)[0])}
+
+    return step, w
+
+
+def test_graph_free_function_matches_tf_function_and_frees_each_graph(monkeypatch):
+    import gc
+    import weakref
+
+    traced = []
+    release = tracing.release_gradients
+    monkeypatch.setattr(tracing, "release_gradients", lambda g: (traced.append(weakref.ref(g)), release(g))[1])
+    step, w = _graph_free_case()
+    plain_step, plain_w = _graph_free_case()
+    free = tracing.GraphFreeFunction(tf.function(step, autograph=False))
+    plain = tf.function(plain_step, autograph=False)
+    batches = [np.ones((3, 2), np.float32), np.full((3, 2), -0.5, np.float32), np.ones((5, 2), np.float32)]
+    for x in batches:
+        got, want = free(tf.constant(x), tf.constant(2.0)), plain(tf.constant(x), tf.constant(2.0))
+        assert float(got["loss"]) == float(want["loss"])
+        assert [int(v) for v in got["pair"]] == [int(v) for v in want["pair"]]
+        np.testing.assert_array_equal(w.numpy(), plain_w.numpy())
+    # One trace per shape, each graph freed once traced (the tf.function keeps none).
+    gc.collect()
+    assert free.experimental_get_tracing_count() == 2 and len(traced) == 2
+    assert [r() is None for r in traced] == [True, True]
+    assert not free.function._list_all_concrete_functions()
+
+
+def test_graph_free_function_takes_a_new_iterator_without_retracing():
+    total = tf.Variable(0.0)
+
+    def step(iterator):
+        total.assign_add(tf.reduce_sum(next(iterator)))
+        return total.read_value()
+
+    free = tracing.GraphFreeFunction(tf.function(step, autograph=False))
+    dataset = tf.data.Dataset.range(6).map(lambda i: tf.cast(i, tf.float32)).batch(2)
+    assert float(free(iter(dataset))) == 1.0
+    assert float(free(iter(dataset))) == 2.0  # a fresh iterator: its first batch again
+    it = iter(dataset)
+    assert [float(free(it)) for _ in range(3)] == [3.0, 8.0, 17.0]
+    assert free.experimental_get_tracing_count() == 1

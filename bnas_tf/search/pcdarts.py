@@ -170,14 +170,19 @@ def _sum_over_replicas(grads):
 
 
 class _TimedFirstCall:
-    """A traced step whose first call (trace, graph build, one step) is timed and logged."""
+    """A traced step whose first call (trace, graph build, one step) is timed and logged.
+
+    `fn` is a `tf.function` (wrapped in `tracing.GraphFreeFunction`: its
+    graphs are freed once traced) or a plain callable (the tests).
+    """
 
     def __init__(self, fn, kind, seconds):
-        self._fn, self._kind, self._seconds = fn, kind, seconds
+        self._fn = tracing.GraphFreeFunction(fn) if isinstance(fn, tf.types.experimental.PolymorphicFunction) else fn
+        self._kind, self._seconds = kind, seconds
 
     @property
     def function(self):
-        """The tf.function."""
+        """The `tracing.GraphFreeFunction` (or the plain callable)."""
         return self._fn
 
     def __call__(self, *args):
