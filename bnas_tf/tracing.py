@@ -222,18 +222,13 @@ class _ByName:
         self._pack = atomic.function_type.pack_output
         self._outputs = len(atomic.function_type.flat_outputs)
         self._captures = list(concrete._captured_inputs)  # noqa: SLF001  (values, or callables read per call)
+        self._context = atomic._bound_context  # noqa: SLF001  (the eager context it is registered in)
         atomic._cached_graph = None  # noqa: SLF001  (the callees keep theirs: later graphs call them)
 
     def __call__(self, *args):
         inputs = list(self._type.unpack_inputs(self._type.bind(*args)))
         captures = tf.nest.flatten([c() if callable(c) else c for c in self._captures], expand_composites=True)
-        return self._pack(self._ctx().call_function(self._atomic.name, inputs + captures, self._outputs))
-
-    @staticmethod
-    def _ctx():
-        from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
-
-        return context.context()
+        return self._pack(self._context.call_function(self._atomic.name, inputs + captures, self._outputs))
 
 
 class GraphFreeFunction:

@@ -170,19 +170,14 @@ def _sum_over_replicas(grads):
 
 
 class _TimedFirstCall:
-    """A traced step whose first call (trace, graph build, one step) is timed and logged.
-
-    `fn` is a `tf.function` (wrapped in `tracing.GraphFreeFunction`: its
-    graphs are freed once traced) or a plain callable (the tests).
-    """
+    """A traced step whose first call (trace, graph build, one step) is timed and logged."""
 
     def __init__(self, fn, kind, seconds):
-        self._fn = tracing.GraphFreeFunction(fn) if isinstance(fn, tf.types.experimental.PolymorphicFunction) else fn
-        self._kind, self._seconds = kind, seconds
+        self._fn, self._kind, self._seconds = fn, kind, seconds
 
     @property
     def function(self):
-        """The `tracing.GraphFreeFunction` (or the plain callable)."""
+        """The traced function (a `tracing.GraphFreeFunction`)."""
         return self._fn
 
     def __call__(self, *args):
@@ -391,7 +386,9 @@ class Searcher:
                     lambda r: self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None), results
                 )
 
-            fn = tf.function(tracing.counted_apart(fn), autograph=False)
+            # Called by name once traced, the step's graph freed (BUILD.md, "The step's graph
+            # freed once traced").
+            fn = tracing.GraphFreeFunction(tf.function(tracing.counted_apart(fn), autograph=False))
             self._fns[key] = _TimedFirstCall(fn, key[0], self.seconds)
         return self._fns[key]
 
