@@ -185,3 +185,41 @@ def test_folded_depthwise_matches_tf_depthwise(strides, dilation, relu):
                             ).get_concrete_function(x).graph
         (dw,) = [op for op in graph.get_operations() if op.type == "DepthwiseConv2dNative"]
         assert dw.inputs[0].op.type == "Relu"
+
+
+@pytest.mark.parametrize("name, kept", [("sep_conv_5x5", 3), ("dil_conv_3x3", 2), ("max_pool_3x3", 1)])
+def test_backward_pass_keeps_only_the_segments_inputs(name, kept):
+    """In training the backward pass of a fused body keeps the input of each segment
+    (`fused._segments`: the body's input, each depthwise convolution's output), and derives
+    the rest again (`fused._recomputed`): not the ReLU outputs, folded copies, 1 x 1
+    convolution outputs or pooled values it would keep otherwise. Counted in the graph: the
+    activation-sized forward tensors that a gradient op reads."""
+    from bnas_tf import ops as bops
+    from bnas_tf.search import fused
+
+    ops_ = [bops.make_op(name, 4, affine=False, pool_bn=True) for _ in range(2)]
+    x = tf.constant(np.random.default_rng(0).normal(size=(6, 16, 16, 4)))
+    for op in ops_:
+        op(x, training=True)  # builds the variables
+    read = [fused._variables(op)[0] for op in ops_]
+    slots = [[r[i] for r in read] for i in range(len(read[0]))]
+
+    forward_ops = []
+
+    @tf.function
+    def gradients(x):
+        values = [tf.stack([tf.convert_to_tensor(v) for v in slot]) for slot in slots]
+        with tf.GradientTape() as tape:
+            tape.watch([x, *values])
+            y, _, _ = fused._run_body(ops_[0], x, values, True, fused.fold_groups(4))
+            loss = tf.reduce_sum(y)  # its gradient reads no forward tensor
+        forward_ops[:] = tf.compat.v1.get_default_graph().get_operations()
+        return tape.gradient(loss, [x, *values])
+
+    gradients.get_concrete_function(x)
+    forward = {op.name for op in forward_ops}
+    activations = {t.name for op in forward_ops for t in op.outputs
+                   if t.shape.rank in (4, 5) and t.shape.num_elements() >= 1000
+                   and any(c.name not in forward for c in t.consumers())}
+    assert len(activations) == kept, sorted(activations)
+    assert float(tf.reduce_max(tf.abs(gradients(x)[0]))) > 0

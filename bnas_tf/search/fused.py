@@ -24,6 +24,16 @@ kernel is X_hat = A_hat (.) sign(X) of its own edge (Eq. 1), its amplitude
 loss is Eq. 2, BatchNorm statistics are per channel of each edge. The tests
 hold a fused cell to the per-edge layers, outputs and gradients.
 
+In training, the backward pass keeps few of the forward pass's tensors: a
+body runs as segments, each ending at a depthwise convolution, and the
+backward pass keeps each segment's input (the body's input, then each
+depthwise convolution's output, which the next 1 x 1 convolution reads)
+and runs the segment again to differentiate it (`_recomputed`). ReLU
+outputs, batch-folded copies and the 1 x 1 convolutions' outputs, which
+BatchNorm's gradient reads, are derived again instead of kept: the 1 x 1
+convolutions and BatchNorms run twice, for a smaller peak (BUILD.md,
+"Segments differentiated by running them again").
+
 Each fused operation is traced once per (operation, stride, input shape,
 training, number of edges E) and shared by every cell. It is called with its
 edges' variables (each replica's own copy under tf.distribute): it reads and
@@ -191,9 +201,7 @@ def _depthwise(conv, h, kernels, groups, relu=False):
     channels and the kernel tiled g times: each output channel still sees one
     input channel of one example, so the result is the same. The ReLU before
     the convolution and its input quantizer act per value, so they apply to
-    the folded copy: the backward pass then keeps one tensor (the ReLU's
-    output, which is also the convolution's input) where it kept the ReLU's
-    output and its folded copy.
+    the folded copy.
     """
     stacked = tf.transpose(tf.squeeze(kernels, axis=4), [1, 2, 3, 0])  # [k, k, C, E]: channel c, edge e -> c * E + e
     k0, k1, channels = kernels.shape[1], kernels.shape[2], kernels.shape[3]
@@ -202,13 +210,12 @@ def _depthwise(conv, h, kernels, groups, relu=False):
     else:
         x, kernel = h.flat(), tf.reshape(stacked, [k0, k1, -1, 1])
     strides = [1, *conv.strides, 1]
+    n = _dims(x)[0]
     if groups > 1:
-        n = _dims(x)[0]
         x, kernel = _fold_batch(x, groups), tf.tile(kernel, [1, 1, groups, 1])
     dilated = tuple(conv.dilation_rate) != (1, 1)
     # Dilated, the ReLU can also follow the space-to-batch copy (which pads with zeros, and
-    # relu(0) = 0), so that the copy is the one tensor kept; not a quantizer's sign, which
-    # would turn the padding into ones.
+    # relu(0) = 0); not a quantizer's sign, which would turn the padding into ones.
     relu_late = relu and dilated and conv.input_quantizer is None
     if relu and not relu_late:
         x = ops.relu(x)
@@ -255,28 +262,27 @@ def _normalize(x, eps):
     return tf.nn.batch_normalization(x, mean, var, None, None, eps), mean, var
 
 
-def _batch_norm(bn, h, moving_mean, moving_var, training):
-    """BatchNorm without affine parameters, per channel of each edge; statistics [E, C].
+def _normalized(h, eps):
+    """(normalised h, batch mean [C, E] or [C, 1], biased batch variance alike), per channel of each edge."""
+    if h.shared:
+        y, mean, var = _normalize(h.value, eps)
+        return _Activations(y, True), tf.expand_dims(mean, 1), tf.expand_dims(var, 1)
+    _, height, width, c, e = _dims(h.value)
+    y, mean, var = _normalize(h.flat(), eps)
+    return _Activations(tf.reshape(y, [-1, height, width, c, e]), False), tf.reshape(mean, [c, e]), tf.reshape(var, [c, e])
 
-    Returns the output and the new statistics (unchanged when not training).
-    """
-    momentum, eps = bn.momentum, bn.epsilon
-    mm, mv = tf.transpose(moving_mean), tf.transpose(moving_var)  # [C, E]
-    if training:
-        if h.shared:
-            y, mean, var = _normalize(h.value, eps)
-            mean, var = tf.expand_dims(mean, 1), tf.expand_dims(var, 1)
-        else:
-            _, height, width, c, e = _dims(h.value)
-            y, mean, var = _normalize(h.flat(), eps)
-            y = tf.reshape(y, [-1, height, width, c, e])
-            mean, var = tf.reshape(mean, [c, e]), tf.reshape(var, [c, e])
-        new_mean = mm * momentum + mean * (1.0 - momentum)
-        new_var = mv * momentum + var * (1.0 - momentum)
-        return _Activations(y, h.shared), [tf.transpose(new_mean), tf.transpose(new_var)]
+
+def _moving(bn, moving, mean, var):
+    """The new moving statistics [E, C] of a BatchNorm from its batch statistics [C, E] (or [C, 1]):
+    momentum * moving + (1 - momentum) * batch, as Keras updates them."""
+    return [m * bn.momentum + tf.transpose(batch) * (1.0 - bn.momentum) for m, batch in zip(moving, (mean, var))]
+
+
+def _inference_batch_norm(h, moving_mean, moving_var, eps):
+    """BatchNorm without affine parameters on the moving statistics [E, C], per channel of each edge."""
     x = tf.expand_dims(h.value, 4) if h.shared else h.value
-    y = tf.nn.batch_normalization(x, mm, mv, None, None, eps)
-    return _Activations(y, False), [moving_mean, moving_var]
+    y = tf.nn.batch_normalization(x, tf.transpose(moving_mean), tf.transpose(moving_var), None, None, eps)
+    return _Activations(y, False)
 
 
 def _prelu(h, alpha):
@@ -286,13 +292,63 @@ def _prelu(h, alpha):
     return _Activations(ops.relu(x) + (-alpha) * ops.relu(-x), False)
 
 
+def _recomputed(run, value, params):
+    """run(value, *params) -> (output, *more), whose backward pass keeps `value` and
+    `params` alone and runs `run` again to differentiate it.
+
+    Inside a segment of an operation's body (`_segments`) the backward pass
+    would otherwise keep every intermediate tensor a gradient reads (ReLU
+    outputs, folded copies, 1 x 1 convolution outputs for BatchNorm) from the
+    forward pass to its own. Run again, what a gradient does not read (a
+    depthwise convolution's output, whose own gradient reads only its input
+    and kernel) is pruned from the backward function by TensorFlow. `more`
+    (BatchNorm batch statistics, written to variables) may have no gradient.
+    """
+
+    @tf.custom_gradient
+    def block(value, *params):
+        outputs = run(value, *params)
+
+        def grad(*upstream):
+            sources = [value, *params]
+            with tf.GradientTape() as tape:
+                tape.watch(sources)
+                again = run(value, *params)
+            upstream = [tf.zeros_like(o) if u is None else u for u, o in zip(upstream, again)]
+            return tape.gradient(list(again), sources, output_gradients=upstream)
+
+        return outputs, grad
+
+    return block(value, *params)
+
+
+def _segments(body):
+    """`body`'s layers as segments, each ending with a depthwise convolution (or the body's end).
+
+    The tensors between segments (the body's input, each depthwise
+    convolution's output, which a 1 x 1 convolution reads) are what a
+    segment's backward pass keeps (`_recomputed`).
+    """
+    segments, current = [], []
+    for i, (kind, layer) in enumerate(body):
+        if kind == "relu" and i + 1 < len(body) and body[i + 1][0] == "dw":
+            continue  # applied by `_depthwise`, after the batch fold
+        current.append((kind, layer, i > 0 and body[i - 1][0] == "relu"))
+        if kind == "dw":
+            segments.append(current)
+            current = []
+    return segments + ([current] if current else [])
+
+
 def _run_body(template, x, values, training, groups=1):
     """Applies `template`'s operation of every edge to `x`; see the module docstring.
 
     `values` are the edges' variables stacked, [E, ...] each, in `_variables` order;
     `groups` is `fold_groups` of the edge width (examples folded into depthwise channels).
+    In training each segment of the body (`_segments`) is differentiated by
+    running it again (`_recomputed`): the backward pass keeps the segments'
+    inputs, not every tensor inside them.
     """
-    h = _Activations(x, True)
     cursor = [0]
     new_stats, losses = [], []
 
@@ -307,31 +363,61 @@ def _run_body(template, x, values, training, groups=1):
             losses.append(loss)
         return kernel
 
-    body = _sublayers(template)
-    for i, (kind, layer) in enumerate(body):
+    def params_of(kind, layer):
+        """The tensors of one layer that its segment is differentiated for, as a list."""
+        if kind == "prelu":
+            return take(1)
+        if kind in ("dw", "conv"):
+            return [kernels(layer, kind == "dw")]
+        if kind == "fr_convs":
+            return [kernels(layer.conv_1, False), kernels(layer.conv_2, False)]
+        if kind == "bn":
+            return take(2)  # the moving statistics, read when not training
+        return []
+
+    def apply(kind, layer, after_relu, h, params):
+        """(h after the layer, [batch mean, batch variance] of a BatchNorm in training or [])."""
         if kind == "relu":
-            if i + 1 < len(body) and body[i + 1][0] == "dw":
-                continue  # applied by `_depthwise`, after the batch fold
-            h = _Activations(ops.relu(h.value), h.shared)
-        elif kind == "prelu":
-            h = _prelu(h, take(1)[0])
-        elif kind == "pool":
-            h = _Activations(layer.pool(h.value), True)  # first in its body: the input is shared
-        elif kind == "dw":
-            h = _depthwise(layer, h, kernels(layer, True), groups, relu=i > 0 and body[i - 1][0] == "relu")
-        elif kind == "conv":
-            h = _pointwise(layer, h, kernels(layer, False))
-        elif kind == "fr_convs":
-            k1 = kernels(layer.conv_1, False)
-            k2 = kernels(layer.conv_2, False)
+            return _Activations(ops.relu(h.value), h.shared), []
+        if kind == "prelu":
+            return _prelu(h, params[0]), []
+        if kind == "pool":
+            return _Activations(layer.pool(h.value), True), []  # first in its body: the input is shared
+        if kind == "dw":
+            return _depthwise(layer, h, params[0], groups, relu=after_relu), []
+        if kind == "conv":
+            return _pointwise(layer, h, params[0]), []
+        if kind == "fr_convs":
             shifted = _Activations(bl.shift_pixels(h.value), h.shared)
-            y1 = _pointwise(layer.conv_1, h, k1)
-            y2 = _pointwise(layer.conv_2, shifted, k2)
-            h = _Activations(tf.concat([y1.value, y2.value], axis=3), False)
-        elif kind == "bn":
-            moving_mean, moving_var = take(2)
-            h, new = _batch_norm(layer, h, moving_mean, moving_var, training)
-            new_stats += new
+            y1 = _pointwise(layer.conv_1, h, params[0])
+            y2 = _pointwise(layer.conv_2, shifted, params[1])
+            return _Activations(tf.concat([y1.value, y2.value], axis=3), False), []
+        if training:  # "bn"
+            y, mean, var = _normalized(h, layer.epsilon)
+            return y, [mean, var]
+        return _inference_batch_norm(h, *params, layer.epsilon), []
+
+    h = _Activations(x, True)
+    for segment in _segments(_sublayers(template)):
+        params = [params_of(kind, layer) for kind, layer, _ in segment]
+        shared_out = []
+
+        def run(value, *flat, segment=segment, shared=h.shared, counts=[len(p) for p in params], out=shared_out):
+            h, stats, at = _Activations(value, shared), [], 0
+            for (kind, layer, after_relu), count in zip(segment, counts):
+                h, more = apply(kind, layer, after_relu, h, list(flat[at : at + count]))
+                stats += more
+                at += count
+            out[:] = [h.shared]
+            return [h.value, *stats]
+
+        flat = [p for group in params for p in group]
+        outputs = _recomputed(run, h.value, flat) if training else run(h.value, *flat)
+        h = _Activations(outputs[0], shared_out[0])
+        stats = iter(outputs[1:])
+        for (kind, layer, _), group in zip(segment, params):
+            if kind == "bn":
+                new_stats += _moving(layer, group, next(stats), next(stats)) if training else group
     loss = tf.add_n(losses) if losses else ops.zeros(())
     return h.value, new_stats, loss
 
