@@ -299,10 +299,11 @@ def _recomputed(run, value, params):
     Inside a segment of an operation's body (`_segments`) the backward pass
     would otherwise keep every intermediate tensor a gradient reads (ReLU
     outputs, folded copies, 1 x 1 convolution outputs for BatchNorm) from the
-    forward pass to its own. Run again, what a gradient does not read (a
-    depthwise convolution's output, whose own gradient reads only its input
-    and kernel) is pruned from the backward function by TensorFlow. `more`
-    (BatchNorm batch statistics, written to variables) may have no gradient.
+    forward pass to its own. Run again, an op whose output no gradient reads
+    (a depthwise convolution: its gradient reads its input and kernel) is
+    left out when TensorFlow instantiates the backward function; measured in
+    BUILD.md. `more` (BatchNorm batch statistics, written to variables) may
+    have no gradient.
     """
 
     @tf.custom_gradient
