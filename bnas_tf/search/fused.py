@@ -42,6 +42,8 @@ back itself, so that the step graphs that call it hold none of that
 per-variable work, and it is not inlined into them.
 """
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -116,6 +118,11 @@ class _Activations:
 
     def __init__(self, value, shared):
         self.value, self.shared = value, shared
+
+    @classmethod
+    def of(cls, value):
+        """The activations `value` holds, told apart by rank: [N, H, W, C] shared, [N, H, W, C, E] per edge."""
+        return cls(value, len(value.shape) == 4)
 
     def flat(self):
         """[N, H, W, C * E], channel-major (per edge only)."""
@@ -210,8 +217,8 @@ def _depthwise(conv, h, kernels, groups, relu=False):
     else:
         x, kernel = h.flat(), tf.reshape(stacked, [k0, k1, -1, 1])
     strides = [1, *conv.strides, 1]
-    n = _dims(x)[0]
     if groups > 1:
+        n = _dims(x)[0]
         x, kernel = _fold_batch(x, groups), tf.tile(kernel, [1, 1, groups, 1])
     dilated = tuple(conv.dilation_rate) != (1, 1)
     # Dilated, the ReLU can also follow the space-to-batch copy (which pads with zeros, and
@@ -398,29 +405,27 @@ def _run_body(template, x, values, training, groups=1):
             return y, [mean, var]
         return _inference_batch_norm(h, *params, layer.epsilon), []
 
-    h = _Activations(x, True)
+    def run(segment, counts, value, *flat):
+        """[the segment's output, *batch statistics]; `counts`: how many of `flat` each layer takes."""
+        h, stats, at = _Activations.of(value), [], 0
+        for (kind, layer, after_relu), count in zip(segment, counts):
+            h, more = apply(kind, layer, after_relu, h, list(flat[at : at + count]))
+            stats += more
+            at += count
+        return [h.value, *stats]
+
+    y = x
     for segment in _segments(_sublayers(template)):
         params = [params_of(kind, layer) for kind, layer, _ in segment]
-        shared_out = []
-
-        def run(value, *flat, segment=segment, shared=h.shared, counts=[len(p) for p in params], out=shared_out):
-            h, stats, at = _Activations(value, shared), [], 0
-            for (kind, layer, after_relu), count in zip(segment, counts):
-                h, more = apply(kind, layer, after_relu, h, list(flat[at : at + count]))
-                stats += more
-                at += count
-            out[:] = [h.shared]
-            return [h.value, *stats]
-
+        segment_run = functools.partial(run, segment, [len(p) for p in params])
         flat = [p for group in params for p in group]
-        outputs = _recomputed(run, h.value, flat) if training else run(h.value, *flat)
-        h = _Activations(outputs[0], shared_out[0])
-        stats = iter(outputs[1:])
+        outputs = _recomputed(segment_run, y, flat) if training else segment_run(y, *flat)
+        y, stats = outputs[0], iter(outputs[1:])
         for (kind, layer, _), group in zip(segment, params):
             if kind == "bn":
                 new_stats += _moving(layer, group, next(stats), next(stats)) if training else group
     loss = tf.add_n(losses) if losses else ops.zeros(())
-    return h.value, new_stats, loss
+    return y, new_stats, loss
 
 
 def _local(variable):
