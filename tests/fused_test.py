@@ -187,13 +187,16 @@ def test_folded_depthwise_matches_tf_depthwise(strides, dilation, relu):
         assert dw.inputs[0].op.type == "Relu"
 
 
-@pytest.mark.parametrize("name, kept", [("sep_conv_5x5", 3), ("dil_conv_3x3", 2), ("max_pool_3x3", 1)])
-def test_backward_pass_keeps_only_the_segments_inputs(name, kept):
+@pytest.mark.parametrize("name, kept, edges", [("sep_conv_5x5", 3, 2), ("dil_conv_3x3", 2, 2),
+                                               ("max_pool_3x3", 1, 1)])
+def test_backward_pass_keeps_only_the_segments_inputs(name, kept, edges):
     """In training the backward pass of a fused body keeps the input of each segment
     (`fused._segments`: the body's input, each depthwise convolution's output), and derives
     the rest again (`fused._recomputed`): not the ReLU outputs, folded copies, 1 x 1
     convolution outputs or pooled values it would keep otherwise. Counted in the graph: the
-    activation-sized forward tensors that a gradient op reads."""
+    activation-sized forward tensors that a gradient op reads. Pooling with a BatchNorm that
+    has no affine parameters gives every edge the same output, so its output is shared (one
+    edge) and the others are per edge."""
     from bnas_tf import ops as bops
     from bnas_tf.search import fused
 
@@ -205,6 +208,10 @@ def test_backward_pass_keeps_only_the_segments_inputs(name, kept):
     slots = [[r[i] for r in read] for i in range(len(read[0]))]
 
     forward_ops = []
+    # Upstream gradient given directly, so no loss op reads a forward tensor. Not all ones:
+    # the sum of a batch-normalized output does not depend on its input, and its gradient is
+    # zero up to rounding.
+    upstream = tf.constant(np.random.default_rng(1).normal(size=(6, 16, 16, 4, edges)))
 
     @tf.function
     def gradients(x):
@@ -212,9 +219,9 @@ def test_backward_pass_keeps_only_the_segments_inputs(name, kept):
         with tf.GradientTape() as tape:
             tape.watch([x, *values])
             y, _, _ = fused._run_body(ops_[0], x, values, True, fused.fold_groups(4))
-            loss = tf.reduce_sum(y)  # its gradient reads no forward tensor
         forward_ops[:] = tf.compat.v1.get_default_graph().get_operations()
-        return tape.gradient(loss, [x, *values])
+        assert y.shape.rank == (5 if edges > 1 else 4)
+        return tape.gradient(y, [x, *values], output_gradients=tf.reshape(upstream, y.shape))
 
     gradients.get_concrete_function(x)
     forward = {op.name for op in forward_ops}
@@ -222,4 +229,9 @@ def test_backward_pass_keeps_only_the_segments_inputs(name, kept):
                    if t.shape.rank in (4, 5) and t.shape.num_elements() >= 1000
                    and any(c.name not in forward for c in t.consumers())}
     assert len(activations) == kept, sorted(activations)
-    assert float(tf.reduce_max(tf.abs(gradients(x)[0]))) > 0
+    with tf.GradientTape() as tape:  # the same gradient through the Keras layers, per edge
+        tape.watch(x)
+        y = tf.stack([op(x, training=True) for op in ops_[:edges]], axis=-1)
+    want = tape.gradient(y, x, output_gradients=upstream)
+    assert float(tf.reduce_max(tf.abs(want))) > 1e-3
+    np.testing.assert_allclose(gradients(x)[0], want, rtol=1e-9, atol=1e-9)
