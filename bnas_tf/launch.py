@@ -40,6 +40,9 @@ def define_flags():
     flags.DEFINE_enum("binarize", "pcnn", SCHEMES, "Kernel binarization: none (full precision), xnor, pcnn.")
     flags.DEFINE_bool("binary_activations", False, "1-bit: binarize activations too (sign + STE), PReLU for ReLU; "
                       "with --search=bnas this is 1-bit BNAS (no warm-up, UCB, Eq. 10).")
+    flags.DEFINE_bool("full_precision_preprocess", False,
+                      "Keep each cell's two input preprocessing convolutions full precision (the paper's "
+                      "ImageNet setting, always on there); 1-bit networks need it to learn (BUILD.md).")
     flags.DEFINE_float("theta", 1e-4, "Weight of the PCNN amplitude loss (Eq. 2).", lower_bound=0.0)
     flags.DEFINE_float("amplitude_learning_rate", None, "eta2 of Eq. 19 (default: the weight learning rate).",
                        lower_bound=0.0)
@@ -60,6 +63,9 @@ def define_flags():
     flags.DEFINE_integer("arch_freeze_epochs", 15, "Plain PC-DARTS: epochs with alpha/beta frozen.", lower_bound=0)
     flags.DEFINE_float("search_learning_rate", 0.025, "Weight learning rate of the search (cosine to 0).",
                        lower_bound=0.0)
+    flags.DEFINE_enum("search_optimizer", "sgd", ("sgd", "adam"),
+                      "Optimizer of the search's weights: sgd (the paper's, with momentum 0.9) or adam "
+                      "(binary networks; BUILD.md, 'Binary networks that learn').")
     flags.DEFINE_float("search_weight_decay", 5e-4, "Weight decay of the search.", lower_bound=0.0)
     flags.DEFINE_float("arch_learning_rate", 0.01, "Adam learning rate of alpha and beta.", lower_bound=0.0)
     flags.DEFINE_float("arch_weight_decay", 1e-3, "L2 weight decay of alpha and beta.", lower_bound=0.0)
@@ -81,7 +87,10 @@ def define_flags():
                          "Training batch per replica of the evaluation network (global batch: this "
                          "times the replicas).", lower_bound=1)
     flags.DEFINE_integer("epochs", 600, "Training epochs of the evaluation network.", lower_bound=1)
-    flags.DEFINE_float("learning_rate", 0.025, "Initial SGD learning rate (cosine to 0).", lower_bound=0.0)
+    flags.DEFINE_float("learning_rate", 0.025, "Initial learning rate (cosine to 0).", lower_bound=0.0)
+    flags.DEFINE_enum("optimizer", "sgd", ("sgd", "adam"),
+                      "Optimizer of the network's weights: sgd (the paper's, with momentum 0.9) or adam "
+                      "(binary networks; BUILD.md, 'Binary networks that learn').")
     flags.DEFINE_float("weight_decay", 3e-4, "L2 weight decay.", lower_bound=0.0)
     flags.DEFINE_float("grad_clip", 5.0, "Global-norm gradient clipping.", lower_bound=0.0)
     flags.DEFINE_bool("auxiliary", True, "Auxiliary tower after the second reduction cell.")
@@ -132,10 +141,12 @@ def search_config(replicas=1):
         partial_channels=FLAGS.partial_channels,
         binarization=FLAGS.binarize,
         binary_activations=FLAGS.binary_activations,
+        full_precision_preprocess=FLAGS.full_precision_preprocess,
         theta=FLAGS.theta,
         batch_size=FLAGS.search_batch_size * replicas,
         trial_batch_size=FLAGS.trial_batch_size * replicas,
         learning_rate=FLAGS.search_learning_rate * scale,
+        optimizer=FLAGS.search_optimizer,
         weight_decay=FLAGS.search_weight_decay,
         arch_learning_rate=FLAGS.arch_learning_rate * scale,
         arch_weight_decay=FLAGS.arch_weight_decay,
@@ -207,6 +218,7 @@ def run_train(strategy, genotype):
         epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size * strategy.num_replicas_in_sync,
         learning_rate=FLAGS.learning_rate * (strategy.num_replicas_in_sync if FLAGS.scale_learning_rate else 1),
+        optimizer=FLAGS.optimizer,
         weight_decay=FLAGS.weight_decay,
         grad_clip=FLAGS.grad_clip,
         auxiliary_weight=FLAGS.auxiliary_weight if FLAGS.auxiliary else 0.0,
@@ -218,6 +230,7 @@ def run_train(strategy, genotype):
         layers=FLAGS.layers,
         binarization=FLAGS.binarize,
         binary_activations=FLAGS.binary_activations,
+        full_precision_preprocess=FLAGS.full_precision_preprocess,
         theta=FLAGS.theta,
         amplitude_lr=FLAGS.amplitude_learning_rate,
         seed=FLAGS.seed,

@@ -10,6 +10,21 @@ Every layer takes
   sign, which Larq Compute Engine turns into bit-packed ops) and ReLU becomes
   PReLU, which keeps the negative values that a sign needs.
 
+**Where PReLU sits in 1-bit blocks.** DARTS's blocks run ReLU -> conv -> BN.
+With binary activations a PReLU there would sit right before the sign of the
+convolution's input, and sign(PReLU(x)) = sign(x): it would change nothing
+in the forward pass. In 1-bit blocks the PReLU therefore acts on the
+convolutions' real-valued output, before the BatchNorm, as the binary
+blocks of Bi-Real Net and ReActNet place it after the convolution:
+
+    DARTS, float or binary weights:  ReLU -> conv(s) -> BN
+    1-bit (binary_activations):      sign -> conv(s) -> PReLU -> BN
+
+(each binarized convolution signs its own input). The BatchNorm that
+follows shifts each channel, so the next sign's threshold moves with
+PReLU's slope: the slope changes which activations are +1. BUILD.md ("Binary
+networks that learn") has the measurements behind this choice.
+
 The composite blocks follow DARTS's `operations.py`: convolutions without
 bias, BatchNorm with PyTorch's momentum 0.1 (Keras momentum 0.9) and
 epsilon 1e-5, and `affine=False` for the search supernet. `BatchNorm` is
@@ -331,6 +346,14 @@ def batch_norm(affine=True, name=None):
 class _Block(keras.layers.Layer):
     """Base of the DARTS blocks: binarization options, a sequential body, a config."""
 
+    def _unit(self, convs, suffix="", full_precision=False):
+        """One activation, convolutions, BatchNorm unit of the body (see the module docstring):
+        ReLU -> convs -> BN, or with 1-bit activations convs -> PReLU -> BN."""
+        norm = batch_norm(self.affine, name=f"bn{suffix}")
+        if self.binary_activations and not full_precision:
+            return [*convs, activation(True, name=f"act{suffix}"), norm]
+        return [activation(False, name=f"act{suffix}"), *convs, norm]
+
     def __init__(
         self,
         filters,
@@ -414,18 +437,18 @@ class _Block(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ReLUConvBN(_Block):
-    """activation -> k x k binarized conv (stride) -> BatchNorm (DARTS `ReLUConvBN`)."""
+    """activation -> k x k binarized conv (stride) -> BatchNorm (DARTS `ReLUConvBN`);
+    with 1-bit activations sign -> conv -> PReLU -> BatchNorm."""
 
     def __init__(self, filters, kernel_size=1, strides=1, *, full_precision=False, **kwargs):
         super().__init__(filters, **kwargs)
         self.kernel_size = _check_kernel_size(kernel_size)
         self.strides = _check_positive_int("strides", strides)
         self.full_precision = _check_bool("full_precision", full_precision)
-        self._body = [
-            activation(self.binary_activations and not self.full_precision, name="act"),
-            self._conv(self.filters, self.kernel_size, self.strides, full_precision=self.full_precision, name="conv"),
-            batch_norm(self.affine, name="bn"),
-        ]
+        self._body = self._unit(
+            [self._conv(self.filters, self.kernel_size, self.strides, full_precision=self.full_precision, name="conv")],
+            full_precision=self.full_precision,
+        )
 
     def get_config(self):
         return {
@@ -441,7 +464,9 @@ class BinarizedSepConv(_Block):
     """The DARTS separable block, binarized, applied twice.
 
     (activation -> k x k depthwise (stride) -> 1 x 1 pointwise -> BatchNorm)
-    -> (activation -> k x k depthwise -> 1 x 1 pointwise to `filters` -> BatchNorm).
+    -> (activation -> k x k depthwise -> 1 x 1 pointwise to `filters` -> BatchNorm);
+    with 1-bit activations each unit is depthwise -> pointwise -> PReLU -> BatchNorm,
+    each convolution on the sign of its input.
     With ``full_precision_first`` the first depthwise convolution stays full
     precision (the paper's ImageNet setting, Sec. 4.1.2).
     """
@@ -457,16 +482,11 @@ class BinarizedSepConv(_Block):
     def build(self, input_shape):
         channels = int(input_shape[-1])
         fp_first = self.full_precision_first
-        self._body = [
-            activation(self.binary_activations and not fp_first, name="act1"),
-            self._depthwise(self.kernel_size, self.strides, full_precision=fp_first, name="dw1"),
-            self._conv(channels, 1, name="pw1"),
-            batch_norm(self.affine, name="bn1"),
-            activation(self.binary_activations, name="act2"),
-            self._depthwise(self.kernel_size, name="dw2"),
-            self._conv(self.filters, 1, name="pw2"),
-            batch_norm(self.affine, name="bn2"),
-        ]
+        self._body = self._unit(
+            [self._depthwise(self.kernel_size, self.strides, full_precision=fp_first, name="dw1"),
+             self._conv(channels, 1, name="pw1")],
+            "1",
+        ) + self._unit([self._depthwise(self.kernel_size, name="dw2"), self._conv(self.filters, 1, name="pw2")], "2")
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
@@ -487,7 +507,8 @@ class BinarizedSepConv(_Block):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class BinarizedDilConv(_Block):
-    """activation -> k x k dilated depthwise (stride) -> 1 x 1 pointwise -> BatchNorm."""
+    """activation -> k x k dilated depthwise (stride) -> 1 x 1 pointwise -> BatchNorm;
+    with 1-bit activations depthwise -> pointwise -> PReLU -> BatchNorm."""
 
     def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=2, *, full_precision_first=False, **kwargs):
         super().__init__(filters, **kwargs)
@@ -498,12 +519,10 @@ class BinarizedDilConv(_Block):
         # on the 1 x 1 pointwise conv, which subsamples the same values.
         self.full_precision_first = _check_bool("full_precision_first", full_precision_first)
         fp_first = self.full_precision_first
-        self._body = [
-            activation(self.binary_activations and not fp_first, name="act"),
+        self._body = self._unit([
             self._depthwise(self.kernel_size, 1, self.dilation_rate, full_precision=fp_first, name="dw"),
             self._conv(self.filters, 1, strides=self.strides, name="pw"),
-            batch_norm(self.affine, name="bn"),
-        ]
+        ])
 
     def get_config(self):
         return {
@@ -520,6 +539,7 @@ class FactorizedReduce(_Block):
     """Halves the resolution: activation -> two 1 x 1 stride-2 convs, the second
     on the input shifted by one pixel, concatenated -> BatchNorm (DARTS).
 
+    With 1-bit activations: two convs on the sign of the input -> PReLU -> BatchNorm.
     `filters` must be even. The shifted input is zero-padded at the end so that
     odd sizes work too (ceil(n / 2) outputs on both paths).
     """
@@ -534,15 +554,17 @@ class FactorizedReduce(_Block):
         self.bn = batch_norm(self.affine, name="bn")
 
     def build(self, input_shape):
-        self.act.build(input_shape)
+        self.act.build(self.compute_output_shape(input_shape) if self.binary_activations else input_shape)
         self.conv_1.build(input_shape)
         self.conv_2.build(input_shape)
         self.bn.build(self.compute_output_shape(input_shape))
 
     def call(self, inputs, training=None):
-        x = self.act(inputs)
+        x = inputs if self.binary_activations else self.act(inputs)
         shifted = shift_pixels(x)
         y = ops.concatenate([self.conv_1(x), self.conv_2(shifted)], axis=-1)
+        if self.binary_activations:
+            y = self.act(y)
         return self.bn(y, training=training)
 
     def compute_output_shape(self, input_shape):

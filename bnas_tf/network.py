@@ -353,6 +353,7 @@ def build_network(
     imagenet=False,
     binarization="none",
     binary_activations=False,
+    full_precision_preprocess=False,
     drop_path=0.0,
     theta=layers_lib.DEFAULT_THETA,
     input_shape=None,
@@ -375,6 +376,12 @@ def build_network(
         binarization: "none", "xnor" or "pcnn" for the cell operations and
             preprocessing.
         binary_activations: 1-bit activations (sign) and PReLU in the cells.
+        full_precision_preprocess: keep every cell's preprocessing (the 1x1
+            `ReLUConvBN` / `FactorizedReduce` of its two inputs) full
+            precision, as the paper does on binarized ImageNet (always on
+            there). A 1-bit network needs it on small data: binarized, each
+            cell's inputs reach its operations only through a sign (BUILD.md,
+            "Binary networks that learn").
         drop_path: initial drop path rate of every cell (the training loop
             sets it per epoch with `set_drop_path_rate`).
         theta: weight of the PCNN amplitude loss (Eq. 2).
@@ -451,7 +458,7 @@ def build_network(
             binarization=binarization,
             binary_activations=binary_activations,
             theta=theta,
-            full_precision_preprocess=binarized_imagenet,
+            full_precision_preprocess=binarized_imagenet or full_precision_preprocess,
             full_precision_first=binarized_imagenet,
             cell_output=cell_output,
             drop_path_seed=None if seed is None else int(seed) + i,

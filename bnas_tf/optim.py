@@ -20,6 +20,13 @@ PC-DARTS reference's form. Clipping acts on the raw gradient and the decay
 is added after it, in the reference's order (``clip_grad_norm_`` before
 ``optimizer.step()``).
 
+With ``adam=True`` the last two lines become Adam's step (as `keras.optimizers.Adam`,
+bias-corrected, one step count for the whole vector), for the binary networks whose
+latent weights SGD barely moves (`bnas_tf.train.Adam` says why):
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+    w <- w - lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)
+
 Variables of one shape are stacked and split together, so that the step
 graph holds a few ops per shape and only the read and the update of each
 variable (BUILD.md, "Graph size").
@@ -27,6 +34,12 @@ variable (BUILD.md, "Graph size").
 
 import numpy as np
 import tensorflow as tf
+
+
+# Adam's constants, Keras's defaults.
+ADAM_BETA_1 = 0.9
+ADAM_BETA_2 = 0.999
+ADAM_EPSILON = 1e-7
 
 
 def _tf_variable(variable):
@@ -50,7 +63,7 @@ class FlatSGD(tf.Module):
     """
 
     def __init__(self, variables, *, learning_rate, momentum=0.0, weight_decay=0.0, clip_norm=None,
-                 absolute=False, name):
+                 absolute=False, adam=False, name):
         super().__init__(name=name)
         targets = [_tf_variable(v) for v in variables]
         dtypes = {v.dtype for v in targets}
@@ -70,15 +83,20 @@ class FlatSGD(tf.Module):
         self.clip_norm = float(clip_norm or 0.0)
         self.absolute = bool(absolute)
         self.learning_rate = tf.Variable(learning_rate, dtype=dtype, trainable=False, name=f"{name}/learning_rate")
-        self.velocity = None
-        if self.momentum and targets:
+        self.adam = bool(adam)
+        self.velocity = self.second_moment = self.iterations = None
+        if (self.momentum or self.adam) and targets:
             self.velocity = tf.Variable(tf.zeros([sum(self._sizes)], dtype), trainable=False,
                                         name=f"{name}/velocity")
+        if self.adam and targets:
+            self.second_moment = tf.Variable(tf.zeros([sum(self._sizes)], dtype), trainable=False,
+                                             name=f"{name}/second_moment")
+            self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{name}/iterations")
 
     @property
     def state(self):
-        """The optimizer's own variables (velocity, learning rate)."""
-        return [v for v in (self.velocity, self.learning_rate) if v is not None]
+        """The optimizer's own variables (moments, step count, learning rate)."""
+        return [v for v in (self.velocity, self.second_moment, self.iterations, self.learning_rate) if v is not None]
 
     def _groups(self, used):
         """The variables `used` grouped by shape: [(shape, [index, ...])], groups in order of
@@ -130,19 +148,13 @@ class FlatSGD(tf.Module):
             w = tf.concat([self._as_vector([targets[i] for i in idx]) for _, idx in groups], 0)
         if self.weight_decay:
             g = g + self.weight_decay * w
-        if self.velocity is not None:
-            # The velocity is kept in the variables' own order: one split and one concat
-            # move it to the grouped order and back.
-            if order == list(range(len(targets))):
-                v = self.momentum * self.velocity + g
-                self.velocity.assign(v)
-            else:
-                pieces = tf.split(self.velocity, self._sizes)
-                v = self.momentum * tf.concat([pieces[i] for i in order], 0) + g
-                for i, piece in zip(order, tf.split(v, [self._sizes[i] for i in order])):
-                    pieces[i] = piece
-                self.velocity.assign(tf.concat(pieces, 0))
-            g = v
+        if self.adam:
+            m = self._moment(self.velocity, order, lambda m: ADAM_BETA_1 * m + (1.0 - ADAM_BETA_1) * g)
+            v = self._moment(self.second_moment, order, lambda v: ADAM_BETA_2 * v + (1.0 - ADAM_BETA_2) * g * g)
+            t = tf.cast(self.iterations.assign_add(1), g.dtype)
+            g = tf.sqrt(1.0 - ADAM_BETA_2**t) / (1.0 - ADAM_BETA_1**t) * m / (tf.sqrt(v) + ADAM_EPSILON)
+        elif self.velocity is not None:
+            g = self._moment(self.velocity, order, lambda v: self.momentum * v + g)
         new = tf.abs(w - self.learning_rate * g) if self.absolute else self.learning_rate * g
         chunks = tf.split(new, [len(idx) * self._sizes[idx[0]] for _, idx in groups])
         for (shape, idx), chunk in zip(groups, chunks):
@@ -153,3 +165,20 @@ class FlatSGD(tf.Module):
                     targets[i].assign(value)
                 else:
                     targets[i].assign_sub(value)
+
+    def _moment(self, slot, order, update):
+        """slot <- update(slot) on the used variables' pieces; returns them in grouped order.
+
+        A slot is kept in the variables' own order: one split and one concat move it to
+        the grouped order and back.
+        """
+        if order == list(range(len(self._sizes))):
+            new = update(slot)
+            slot.assign(new)
+            return new
+        pieces = tf.split(slot, self._sizes)
+        new = update(tf.concat([pieces[i] for i in order], 0))
+        for i, piece in zip(order, tf.split(new, [self._sizes[i] for i in order])):
+            pieces[i] = piece
+        slot.assign(tf.concat(pieces, 0))
+        return new

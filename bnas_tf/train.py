@@ -86,6 +86,9 @@ INITIAL_LOSS_SCALE = 2.0**15
 LOSS_SCALE_GROWTH_STEPS = 2000
 IMAGENET_LABEL_SMOOTHING = 0.1
 
+# The weights' optimizers: "sgd" (the paper's, PyTorch's form with momentum) or "adam".
+WEIGHT_OPTIMIZERS = ("sgd", "adam")
+
 # Variables whose name is one of these take weight decay.
 _DECAYED_NAMES = ("kernel", "bias")
 
@@ -99,6 +102,7 @@ def train(
     epochs,
     batch_size,
     learning_rate=0.025,
+    optimizer="sgd",
     momentum=0.9,
     weight_decay=3e-4,
     grad_clip=5.0,
@@ -111,6 +115,7 @@ def train(
     layers,
     binarization="none",
     binary_activations=False,
+    full_precision_preprocess=False,
     theta=layers_lib.DEFAULT_THETA,
     amplitude_lr=None,
     imagenet=None,
@@ -131,6 +136,7 @@ def train(
         epochs: total epochs (of the whole run, not of this call).
         batch_size: GLOBAL batch size.
         learning_rate: initial weight learning rate (cosine to 0).
+        optimizer: "sgd" (SGD with ``momentum``, the paper's) or "adam" (`Adam`).
         momentum: SGD momentum of the weights.
         weight_decay: L2 coefficient added to kernel / bias gradients.
         grad_clip: global gradient norm limit; 0 or None disables clipping.
@@ -141,7 +147,8 @@ def train(
         label_smoothing: ``None`` = 0.1 on ImageNet, else 0.
         mixed_precision: train under the ``mixed_float16`` policy.
         init_channels, layers: network width and depth (cells).
-        binarization, binary_activations, theta: see `bnas_tf.network`.
+        binarization, binary_activations, full_precision_preprocess, theta:
+            see `bnas_tf.network`.
         amplitude_lr: initial learning rate of the amplitude matrices;
             ``None`` = ``learning_rate``.
         imagenet: the ImageNet layout; ``None`` = whether `dataset` is
@@ -171,6 +178,8 @@ def train(
     if steps_per_epoch is not None:
         steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
     learning_rate = _non_negative("learning_rate", learning_rate)
+    if optimizer not in WEIGHT_OPTIMIZERS:
+        raise bad_value("optimizer", optimizer, f"one of {', '.join(WEIGHT_OPTIMIZERS)}")
     amplitude_lr = learning_rate if amplitude_lr is None else _non_negative("amplitude_lr", amplitude_lr)
     weight_decay = _non_negative("weight_decay", weight_decay)
     grad_clip = _non_negative("grad_clip", grad_clip or 0.0)
@@ -209,6 +218,7 @@ def train(
                 imagenet=imagenet,
                 binarization=binarization,
                 binary_activations=binary_activations,
+                full_precision_preprocess=full_precision_preprocess,
                 drop_path=0.0,
                 theta=theta,
                 input_shape=(spec.image_size, spec.image_size, spec.channels),
@@ -227,6 +237,7 @@ def train(
                 auxiliary_weight=auxiliary_weight,
                 label_smoothing=float(label_smoothing),
                 mixed_precision=bool(mixed_precision),
+                optimizer=optimizer,
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -346,6 +357,7 @@ class _Loop:
         auxiliary_weight,
         label_smoothing,
         mixed_precision,
+        optimizer="sgd",
     ):
         self.model = model
         self.strategy = strategy
@@ -365,7 +377,10 @@ class _Loop:
         self.initial_learning_rate = float(learning_rate)
         self.initial_amplitude_lr = float(amplitude_lr)
         self.total_steps = max(1, int(total_steps))
-        self.weight_optimizer = SGD(self.weight_variables, momentum=momentum, strategy=strategy, name="weight_sgd")
+        if optimizer == "adam":
+            self.weight_optimizer = Adam(self.weight_variables, strategy=strategy, name="weight_adam")
+        else:
+            self.weight_optimizer = SGD(self.weight_variables, momentum=momentum, strategy=strategy, name="weight_sgd")
         self.amplitude_optimizer = SGD(self.amplitude_variables, momentum=0.0, strategy=strategy, name="amplitude_sgd")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -504,6 +519,59 @@ class _Loop:
         loss, correct, top5, count = totals
         count = max(count, 1.0)
         return {"loss": loss / count, "accuracy": correct / count, "top5_accuracy": top5 / count, "count": int(count)}
+
+
+class Adam:
+    """Adam (Kingma and Ba, 2015) as `keras.optimizers.Adam` computes it:
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+    w <- c(w - lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)),
+
+    with c the variable's constraint and weight decay, if any, added to ``g``
+    by the caller (coupled L2). Binary networks are trained with it (Bi-Real
+    Net, ReActNet, Larq's zoo): a latent weight only matters when its sign
+    flips, and Adam's step is about ``lr`` whatever the size of the gradient,
+    where SGD's step on a latent weight, whose gradient is scaled by the small
+    amplitude A_hat (Eq. 16), stays far below the weight itself (BUILD.md,
+    "Binary networks that learn").
+    """
+
+    def __init__(self, variables, *, beta_1=0.9, beta_2=0.999, epsilon=1e-7, strategy, name):
+        self.variables = [_tf_variable(v) for v in variables]
+        self.constraints = [getattr(v, "constraint", None) for v in variables]
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.strategy = strategy
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{name}/iterations")
+        self.moments = []
+        for i, variable in enumerate(self.variables):
+            with strategy.extended.colocate_vars_with(variable):
+                self.moments.append(tuple(
+                    tf.Variable(tf.zeros(variable.shape, variable.dtype), trainable=False, name=f"{name}/{kind}_{i}")
+                    for kind in ("m", "v")
+                ))
+        self.slots = [self.iterations] + [slot for pair in self.moments for slot in pair]
+
+    def apply(self, grads, learning_rate):
+        """One step of every variable (cross-replica context)."""
+        t = tf.cast(self.iterations + 1, tf.float32)
+        scale = tf.cast(learning_rate, tf.float32) * tf.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
+        for i, (variable, grad) in enumerate(zip(self.variables, grads)):
+            args = (grad, scale, self.moments[i], self.constraints[i])
+            self.strategy.extended.update(variable, self._update, args=args, group=False)
+        self.iterations.assign_add(1)
+
+    def _update(self, variable, grad, scale, moments, constraint):
+        grad = tf.cast(grad, variable.dtype)
+        m, v = moments
+        m.assign(self.beta_1 * m + (1.0 - self.beta_1) * grad)
+        v.assign(self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad))
+        value = variable - tf.cast(scale, variable.dtype) * m / (tf.sqrt(v) + self.epsilon)
+        if constraint is not None:
+            value = constraint(value)
+        return variable.assign(value)
+
+
+
 
 
 class SGD:

@@ -21,9 +21,25 @@ def demo(tmp_path_factory):
     of its time (739 s against 1018 s in CI-like runs).
     """
     model_dir = tmp_path_factory.mktemp("demo")
-    result = run(DEMO + [f"--model_dir={model_dir}", "--steps_per_epoch=4"])
+    # The demo's evaluation network at its former, smaller size (its 10 epochs of 5 cells are
+    # what the accuracy tests in learning_test.py exercise).
+    result = run(DEMO + [f"--model_dir={model_dir}", "--steps_per_epoch=4", "--epochs=2", "--init_channels=8",
+                         "--layers=3"])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return model_dir, result
+
+
+def test_1bit_demo_exports_bit_packed_convolutions(tmp_path):
+    """configs/demo_1bit.flags end to end (1-bit BNAS search, training, export), smaller:
+    its LCE model runs its binary convolutions as LceBconv2d."""
+    demo_1bit = [a.replace("demo.flags", "demo_1bit.flags") for a in DEMO]
+    result = run(demo_1bit + [f"--model_dir={tmp_path}", "--steps_per_epoch=2", "--k=3", "--epochs=1",
+                              "--init_channels=8", "--layers=3"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    rounds = [r for r in read_history(tmp_path) if r["record"] == "round"]
+    assert [r["k"] for r in rounds] == [3, 2]
+    with open(tmp_path / "export" / "model_lce.tflite", "rb") as f:
+        assert b"LceBconv2d" in f.read()
 
 
 def test_demo_search_runs_algorithm_1(demo):

@@ -209,10 +209,10 @@ def _expected_binary_inputs(name, options, binary_activations):
 
 def _expected_prelu(name, options, binary_activations):
     """Per activation layer (call order): PReLU (True) or ReLU (False)."""
-    binary = _expected_binary_inputs(name, options, binary_activations)
-    if name == "BinarizedSepConv":
-        return [binary[0], binary[2]]  # the activations in front of dw1 and dw2
-    return binary[:1]
+    # 1-bit units run convs -> PReLU -> BN (one per unit, two in a separable block);
+    # a full precision ReLUConvBN keeps its ReLU.
+    one_bit = binary_activations and not options.get("full_precision", False)
+    return [one_bit] * (2 if name == "BinarizedSepConv" else 1)
 
 
 @pytest.mark.parametrize("binarization,binary_activations", BASE, ids=BASE_IDS)

@@ -146,3 +146,66 @@ def test_mirrored_replicas_sum_then_step_in_sync():
         for copy in copies:
             np.testing.assert_allclose(np.asarray(copy), np.asarray(single), rtol=1e-12, atol=1e-12)
     assert out["unused_kept"]
+
+
+def _reference_adam(weights, grads_per_step, lr_per_step, weight_decay, clip_norm, b1=0.9, b2=0.999, eps=1e-7):
+    """clip_grad_norm_, coupled L2, then Adam with one step count t for every variable
+    (variables without a gradient are skipped, moments included), in NumPy."""
+    weights = [w.copy() for w in weights]
+    m = [np.zeros_like(w) for w in weights]
+    v = [np.zeros_like(w) for w in weights]
+    for t, (grads, lr) in enumerate(zip(grads_per_step, lr_per_step), start=1):
+        present = [i for i, g in enumerate(grads) if g is not None]
+        total = np.sqrt(sum(np.sum(grads[i] ** 2) for i in present))
+        scale = min(1.0, clip_norm / total) if clip_norm else 1.0
+        for i in present:
+            d = grads[i] * scale + weight_decay * weights[i]
+            m[i] = b1 * m[i] + (1 - b1) * d
+            v[i] = b2 * v[i] + (1 - b2) * d * d
+            weights[i] = weights[i] - lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m[i] / (np.sqrt(v[i]) + eps)
+    return weights
+
+
+@pytest.mark.parametrize("clip_norm", [0.0, 0.5])
+def test_adam_matches_numpy_adam_with_skipped_variables(clip_norm):
+    rng = np.random.default_rng(2)
+    init = _random(rng, SHAPES)
+    steps = [_random(rng, SHAPES) for _ in range(4)]
+    steps[1][2] = None
+    steps[2][0] = None
+    steps[3][5] = None
+    lrs = [0.01, 0.005, 0.002, 0.001]
+    variables = [tf.Variable(w) for w in init]
+    opt = FlatSGD(variables, learning_rate=lrs[0], weight_decay=3e-4, clip_norm=clip_norm, adam=True, name="w")
+
+    @tf.function(autograph=False)
+    def step(grads):
+        opt.apply(grads)
+
+    for grads, lr in zip(steps, lrs):
+        opt.learning_rate.assign(lr)
+        step([None if g is None else tf.constant(g) for g in grads])
+    expected = _reference_adam(init, steps, lrs, 3e-4, clip_norm)
+    for v, e in zip(variables, expected):
+        np.testing.assert_allclose(v.numpy(), e, rtol=1e-10, atol=1e-12)
+    assert int(opt.iterations.numpy()) == 4
+    assert {v.name.split(":")[0] for v in opt.state} >= {"w/velocity", "w/second_moment", "w/iterations"}
+
+
+def test_training_adam_matches_keras_adam():
+    """bnas_tf.train.Adam (the evaluation network's) against keras.optimizers.Adam."""
+    from bnas_tf.train import Adam
+
+    rng = np.random.default_rng(3)
+    init = _random(rng, SHAPES[:4])
+    steps = [[g.astype(np.float32) for g in _random(rng, SHAPES[:4])] for _ in range(3)]
+    ours = [tf.Variable(w.astype(np.float32)) for w in init]
+    theirs = [keras.Variable(w.astype(np.float32)) for w in init]
+    opt = Adam(ours, strategy=tf.distribute.get_strategy(), name="adam")
+    reference = keras.optimizers.Adam(learning_rate=0.01)
+    for grads in steps:
+        opt.apply([tf.constant(g) for g in grads], 0.01)
+        reference.apply([tf.constant(g) for g in grads], theirs)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert int(opt.iterations.numpy()) == 3

@@ -97,13 +97,13 @@ def test_binary_depthwise_conv():
 
 
 def test_sep_conv_block_by_hand():
-    # act1 (PReLU, C) -> dw1 3x3 -> pw1 1x1 C->C -> bn1 -> act2 -> dw2 -> pw2 C->F -> bn2
+    # dw1 3x3 -> pw1 1x1 C->C -> act1 (PReLU, C) -> bn1 -> dw2 -> pw2 C->F -> act2 (PReLU, F) -> bn2
     c, f, h = 8, 16, 6
     block = layers.BinarizedSepConv(f, 3, binarization="pcnn", binary_activations=True)
     s = summary.summarize(_model(block, (h, h, c)))
     one_bit = 9 * c + c * c + 9 * c + c * f
     amplitudes = 9 + c + 9 + c  # dw: (3, 3, 1, 1); pw: (1, 1, C_in, 1)
-    prelu = c + c
+    prelu = c + f
     bn = 2 * c + 2 * f
     assert s["params_1bit"] == one_bit
     assert s["params_32bit"] == amplitudes + prelu + bn
@@ -166,9 +166,9 @@ def test_subclassed_model_needs_an_input_shape():
     with pytest.raises(ConfigError, match="input_shape"):
         summary.summarize(model)
     s = summary.summarize(model, (5, 5, 4))
-    # PReLU alpha (4) + 1-bit kernel 3*3*4*8 + BN gamma/beta (16) + Dense 8*4+4.
+    # 1-bit kernel 3*3*4*8 + PReLU alpha on its 8 outputs + BN gamma/beta (16) + Dense 8*4+4.
     assert s["params_1bit"] == 3 * 3 * 4 * 8
-    assert s["params_32bit"] == 4 + 16 + 36
+    assert s["params_32bit"] == 8 + 16 + 36
     assert s["macs_binary"] == 5 * 5 * 3 * 3 * 4 * 8
     assert s["macs_float"] == 8 * 4
 

@@ -79,8 +79,9 @@ def _sublayers(op):
                 raise ConfigError(f"Cannot fuse layer {layer.name!r} of {op.name!r}.")
         return out
     if isinstance(op, bl.FactorizedReduce):
-        act = ("prelu" if isinstance(op.act, keras.layers.PReLU) else "relu", op.act)
-        return [act, ("fr_convs", op), ("bn", op.bn)]
+        if op.binary_activations:  # the convolutions sign their input; PReLU acts on their output
+            return [("fr_convs", op), ("prelu", op.act), ("bn", op.bn)]
+        return [("relu", op.act), ("fr_convs", op), ("bn", op.bn)]
     if isinstance(op, keras.layers.Identity):
         return []
     raise ConfigError(f"Cannot fuse operation {op.name!r} ({type(op).__name__}).")

@@ -49,11 +49,13 @@ class SearchConfig:
     partial_channels: int = 2
     binarization: str = "pcnn"
     binary_activations: bool = False
+    full_precision_preprocess: bool = False  # the cells' input preprocessing (the paper's ImageNet setting)
     theta: float = 1e-4
     batch_size: int = 128  # warm-up and PC-DARTS phases
     trial_batch_size: int = 400  # sampled architectures (Sec. 4.1.2)
     learning_rate: float = 0.025
     learning_rate_min: float = 0.0
+    optimizer: str = "sgd"  # of the weights: "sgd" (the paper's) or "adam" (binary networks)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     grad_clip: float = 5.0
@@ -94,6 +96,8 @@ class SearchConfig:
                 "Invalid `partial_channels`: init_channels / partial_channels must be an even integer "
                 f"(init_channels={self.init_channels}). Received: partial_channels={self.partial_channels!r}"
             )
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"Invalid `optimizer`: expected 'sgd' or 'adam'. Received: optimizer={self.optimizer!r}")
         return self
 
 
@@ -233,6 +237,7 @@ class Searcher:
                 partial_channels=config.partial_channels,
                 binarization=config.binarization,
                 binary_activations=config.binary_activations,
+                full_precision_preprocess=config.full_precision_preprocess,
                 theta=config.theta,
                 seed=config.seed,
             )
@@ -240,7 +245,8 @@ class Searcher:
             self.amp_vars = amplitude.amplitude_variables(self.model)
             self.arch_vars = self.model.arch_variables
             self.w_opt = FlatSGD(self.weight_vars, learning_rate=config.learning_rate, momentum=config.momentum,
-                                 weight_decay=config.weight_decay, clip_norm=config.grad_clip, name="w_opt")
+                                 weight_decay=config.weight_decay, clip_norm=config.grad_clip,
+                                 adam=config.optimizer == "adam", name="w_opt")
             self.a_opt = _Adam(
                 config.arch_learning_rate, beta_1=config.arch_beta1, beta_2=config.arch_beta2, name="a_opt"
             )
