@@ -19,6 +19,7 @@ from absl import app, flags, logging
 MODES = ("search", "train", "export", "all")
 SEARCHES = ("bnas", "pcdarts")
 SCHEMES = ("none", "xnor", "pcnn")
+OPTIMIZERS = ("sgd", "adam")  # bnas_tf.optim.OPTIMIZERS, named here without importing TensorFlow
 
 FLAGS = flags.FLAGS
 
@@ -63,7 +64,7 @@ def define_flags():
     flags.DEFINE_integer("arch_freeze_epochs", 15, "Plain PC-DARTS: epochs with alpha/beta frozen.", lower_bound=0)
     flags.DEFINE_float("search_learning_rate", 0.025, "Weight learning rate of the search (cosine to 0).",
                        lower_bound=0.0)
-    flags.DEFINE_enum("search_optimizer", "sgd", ("sgd", "adam"),
+    flags.DEFINE_enum("search_optimizer", "sgd", OPTIMIZERS,
                       "Optimizer of the search's weights: sgd (the paper's, with momentum 0.9) or adam "
                       "(binary networks; BUILD.md, 'Binary networks that learn').")
     flags.DEFINE_float("search_weight_decay", 5e-4, "Weight decay of the search.", lower_bound=0.0)
@@ -88,7 +89,7 @@ def define_flags():
                          "times the replicas).", lower_bound=1)
     flags.DEFINE_integer("epochs", 600, "Training epochs of the evaluation network.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 0.025, "Initial learning rate (cosine to 0).", lower_bound=0.0)
-    flags.DEFINE_enum("optimizer", "sgd", ("sgd", "adam"),
+    flags.DEFINE_enum("optimizer", "sgd", OPTIMIZERS,
                       "Optimizer of the network's weights: sgd (the paper's, with momentum 0.9) or adam "
                       "(binary networks; BUILD.md, 'Binary networks that learn').")
     flags.DEFINE_float("weight_decay", 3e-4, "L2 weight decay.", lower_bound=0.0)

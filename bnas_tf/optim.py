@@ -36,10 +36,18 @@ import numpy as np
 import tensorflow as tf
 
 
+# The weight optimizers a search or a training takes: "sgd" (the paper's) or "adam".
+OPTIMIZERS = ("sgd", "adam")
+
 # Adam's constants, Keras's defaults.
 ADAM_BETA_1 = 0.9
 ADAM_BETA_2 = 0.999
 ADAM_EPSILON = 1e-7
+
+
+def adam_step_size(learning_rate, t, beta_1=ADAM_BETA_1, beta_2=ADAM_BETA_2):
+    """Adam's bias-corrected step size at step t (from 1): lr sqrt(1 - b2^t) / (1 - b1^t)."""
+    return learning_rate * tf.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t)
 
 
 def _tf_variable(variable):
@@ -152,7 +160,7 @@ class FlatSGD(tf.Module):
             m = self._moment(self.velocity, order, lambda m: ADAM_BETA_1 * m + (1.0 - ADAM_BETA_1) * g)
             v = self._moment(self.second_moment, order, lambda v: ADAM_BETA_2 * v + (1.0 - ADAM_BETA_2) * g * g)
             t = tf.cast(self.iterations.assign_add(1), g.dtype)
-            g = tf.sqrt(1.0 - ADAM_BETA_2**t) / (1.0 - ADAM_BETA_1**t) * m / (tf.sqrt(v) + ADAM_EPSILON)
+            g = adam_step_size(1.0, t) * m / (tf.sqrt(v) + ADAM_EPSILON)
         elif self.velocity is not None:
             g = self._moment(self.velocity, order, lambda v: self.momentum * v + g)
         new = tf.abs(w - self.learning_rate * g) if self.absolute else self.learning_rate * g

@@ -73,6 +73,7 @@ from bnas_tf import data as data_lib
 from bnas_tf import genotypes as genotypes_lib
 from bnas_tf import layers as layers_lib
 from bnas_tf import network
+from bnas_tf import optim
 from bnas_tf.errors import StateError
 from bnas_tf.errors import TrainingError
 from bnas_tf.errors import bad_value
@@ -85,9 +86,6 @@ CHECKPOINTS_TO_KEEP = 2
 INITIAL_LOSS_SCALE = 2.0**15
 LOSS_SCALE_GROWTH_STEPS = 2000
 IMAGENET_LABEL_SMOOTHING = 0.1
-
-# The weights' optimizers: "sgd" (the paper's, PyTorch's form with momentum) or "adam".
-WEIGHT_OPTIMIZERS = ("sgd", "adam")
 
 # Variables whose name is one of these take weight decay.
 _DECAYED_NAMES = ("kernel", "bias")
@@ -178,8 +176,8 @@ def train(
     if steps_per_epoch is not None:
         steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
     learning_rate = _non_negative("learning_rate", learning_rate)
-    if optimizer not in WEIGHT_OPTIMIZERS:
-        raise bad_value("optimizer", optimizer, f"one of {', '.join(WEIGHT_OPTIMIZERS)}")
+    if optimizer not in optim.OPTIMIZERS:
+        raise bad_value("optimizer", optimizer, f"one of {', '.join(optim.OPTIMIZERS)}")
     amplitude_lr = learning_rate if amplitude_lr is None else _non_negative("amplitude_lr", amplitude_lr)
     weight_decay = _non_negative("weight_decay", weight_decay)
     grad_clip = _non_negative("grad_clip", grad_clip or 0.0)
@@ -536,7 +534,8 @@ class Adam:
     "Binary networks that learn").
     """
 
-    def __init__(self, variables, *, beta_1=0.9, beta_2=0.999, epsilon=1e-7, strategy, name):
+    def __init__(self, variables, *, beta_1=optim.ADAM_BETA_1, beta_2=optim.ADAM_BETA_2,
+                 epsilon=optim.ADAM_EPSILON, strategy, name):
         self.variables = [_tf_variable(v) for v in variables]
         self.constraints = [getattr(v, "constraint", None) for v in variables]
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
@@ -554,7 +553,7 @@ class Adam:
     def apply(self, grads, learning_rate):
         """One step of every variable (cross-replica context)."""
         t = tf.cast(self.iterations + 1, tf.float32)
-        scale = tf.cast(learning_rate, tf.float32) * tf.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
+        scale = optim.adam_step_size(tf.cast(learning_rate, tf.float32), t, self.beta_1, self.beta_2)
         for i, (variable, grad) in enumerate(zip(self.variables, grads)):
             args = (grad, scale, self.moments[i], self.constraints[i])
             self.strategy.extended.update(variable, self._update, args=args, group=False)
@@ -569,9 +568,6 @@ class Adam:
         if constraint is not None:
             value = constraint(value)
         return variable.assign(value)
-
-
-
 
 
 class SGD:

@@ -37,6 +37,18 @@ def _reference_sgd(weights, grads_per_step, lr_per_step, momentum, weight_decay,
     return weights, buffers
 
 
+def _run_traced(opt, steps, lrs):
+    """Applies each step's gradients (None: no gradient) at its learning rate, in one tf.function."""
+
+    @tf.function(autograph=False)
+    def step(grads):
+        opt.apply(grads)
+
+    for grads, lr in zip(steps, lrs):
+        opt.learning_rate.assign(lr)
+        step([None if g is None else tf.constant(g) for g in grads])
+
+
 def _random(rng, shapes):
     return [rng.normal(size=s) for s in shapes]
 
@@ -52,14 +64,7 @@ def test_matches_pytorch_sgd_with_skipped_variables(clip_norm):
     lrs = [0.1, 0.05, 0.025]
     variables = [tf.Variable(w) for w in init]
     opt = FlatSGD(variables, learning_rate=lrs[0], momentum=0.9, weight_decay=3e-4, clip_norm=clip_norm, name="w")
-
-    @tf.function(autograph=False)
-    def step(grads):
-        opt.apply(grads)
-
-    for grads, lr in zip(steps, lrs):
-        opt.learning_rate.assign(lr)
-        step([None if g is None else tf.constant(g) for g in grads])
+    _run_traced(opt, steps, lrs)
     expected, buffers = _reference_sgd(init, steps, lrs, 0.9, 3e-4, clip_norm)
     for v, e in zip(variables, expected):
         np.testing.assert_allclose(v.numpy(), e, rtol=1e-12, atol=1e-12)
@@ -177,14 +182,7 @@ def test_adam_matches_numpy_adam_with_skipped_variables(clip_norm):
     lrs = [0.01, 0.005, 0.002, 0.001]
     variables = [tf.Variable(w) for w in init]
     opt = FlatSGD(variables, learning_rate=lrs[0], weight_decay=3e-4, clip_norm=clip_norm, adam=True, name="w")
-
-    @tf.function(autograph=False)
-    def step(grads):
-        opt.apply(grads)
-
-    for grads, lr in zip(steps, lrs):
-        opt.learning_rate.assign(lr)
-        step([None if g is None else tf.constant(g) for g in grads])
+    _run_traced(opt, steps, lrs)
     expected = _reference_adam(init, steps, lrs, 3e-4, clip_norm)
     for v, e in zip(variables, expected):
         np.testing.assert_allclose(v.numpy(), e, rtol=1e-10, atol=1e-12)
@@ -209,3 +207,10 @@ def test_training_adam_matches_keras_adam():
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a.numpy(), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert int(opt.iterations.numpy()) == 3
+
+
+def test_the_launcher_offers_the_library_optimizers():
+    """bnas_tf.launch names the optimizers without importing TensorFlow; the names must agree."""
+    from bnas_tf import launch, optim
+
+    assert launch.OPTIMIZERS == optim.OPTIMIZERS

@@ -30,7 +30,7 @@ from bnas_tf import amplitude
 from bnas_tf import data as data_lib
 from bnas_tf import distribute
 from bnas_tf import tracing
-from bnas_tf.optim import FlatSGD
+from bnas_tf.optim import OPTIMIZERS, FlatSGD
 from bnas_tf.errors import ConfigError, StateError, TrainingError
 from bnas_tf.search import statefile
 from bnas_tf.search.supernet import Supernet
@@ -96,8 +96,9 @@ class SearchConfig:
                 "Invalid `partial_channels`: init_channels / partial_channels must be an even integer "
                 f"(init_channels={self.init_channels}). Received: partial_channels={self.partial_channels!r}"
             )
-        if self.optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"Invalid `optimizer`: expected 'sgd' or 'adam'. Received: optimizer={self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"Invalid `optimizer`: expected one of {', '.join(OPTIMIZERS)}. "
+                              f"Received: optimizer={self.optimizer!r}")
         return self
 
 
