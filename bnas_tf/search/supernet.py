@@ -467,10 +467,7 @@ class Supernet(keras.Model):
             conv.adds_amplitude_loss = False
         self._pcnn = bool(layers.pcnn_convs(self)) and theta > 0
         # Edges leaving the same node run fused (`bnas_tf.search.fused`); False runs each edge's layers.
-        # 1-bit supernets run the per-edge layers: the fused 1-bit body (sign -> convs -> PReLU -> BN)
-        # differs from them in the architecture gradient by ~1e-3 relative with abandoned operations
-        # (tests/fused_test.py), not yet explained.
-        self.fuse_edges = not binary_activations
+        self.fuse_edges = True
 
     def build(self, *args, **kwargs):
         # Sublayers build on the first (eager) call; Keras's default would
