@@ -972,16 +972,17 @@ def format_markdown(results, command):
     return "\n".join(out)
 
 
-def update_readme(path, markdown):
-    """Replaces the text between the bench markers of `path` with `markdown`."""
+def update_readme(path, markdown, begin=README_BEGIN, end=README_END):
+    """Replaces the text between the markers `begin` and `end` of `path` (by default the
+    bench's) with `markdown`."""
     with open(path) as f:
         text = f.read()
-    if README_BEGIN not in text or README_END not in text:
-        raise SystemExit(f"--readme: {path} has no {README_BEGIN} ... {README_END} section to replace")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
+    if begin not in text or end not in text:
+        raise SystemExit(f"--readme: {path} has no {begin} ... {end} section to replace")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
     with open(path, "w") as f:
-        f.write(head + README_BEGIN + "\n" + markdown + "\n" + README_END + tail)
+        f.write(head + begin + "\n" + markdown + "\n" + end + tail)
 
 
 def main(argv=None):

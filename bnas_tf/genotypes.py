@@ -632,6 +632,23 @@ def _derive_cell(weights, primitives, field):
     return gene
 
 
+def random_genotype(rng):
+    """A genotype drawn uniformly from the space the search derives from: for each
+    intermediate node of each cell, two distinct earlier nodes, each edge with an
+    operation drawn uniformly from PRIMITIVES without ``none`` (a derived cell never
+    keeps ``none``). `rng`: a `numpy.random.Generator`. The random baseline of the
+    search-quality experiment (`bnas_tf.quality`), as DARTS's random search draws it."""
+    ops = [p for p in PRIMITIVES if p != "none"]
+    cells = {}
+    for cell_type in CELL_TYPES:
+        edges = []
+        for j in range(2, STEPS + 2):
+            for node in sorted(rng.choice(j, size=INPUTS_PER_NODE, replace=False)):
+                edges.append((ops[int(rng.integers(len(ops)))], int(node)))
+        cells[cell_type] = edges
+    return Genotype(**cells)
+
+
 def derive(weights_normal, weights_reduce, *, primitives=PRIMITIVES):
     """Derives a genotype from per-edge operation weights (DARTS's rule).
 

@@ -33,11 +33,11 @@ def test_1bit_demo_exports_bit_packed_convolutions(tmp_path):
     """configs/demo_1bit.flags end to end (1-bit BNAS search, training, export), smaller:
     its LCE model runs its binary convolutions as LceBconv2d."""
     demo_1bit = [a.replace("demo.flags", "demo_1bit.flags") for a in DEMO]
-    result = run(demo_1bit + [f"--model_dir={tmp_path}", "--steps_per_epoch=2", "--k=3", "--epochs=1",
-                              "--init_channels=8", "--layers=3"])
+    result = run(demo_1bit + [f"--model_dir={tmp_path}", "--steps_per_epoch=1", "--search_init_channels=4",
+                              "--epochs=1", "--init_channels=8", "--layers=3"])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     rounds = [r for r in read_history(tmp_path) if r["record"] == "round"]
-    assert [r["k"] for r in rounds] == [3, 2]
+    assert [r["k"] for r in rounds] == [8, 7, 6, 5, 4, 3, 2]
     with open(tmp_path / "export" / "model_lce.tflite", "rb") as f:
         assert b"LceBconv2d" in f.read()
 
