@@ -77,7 +77,11 @@ def define_flags():
     flags.DEFINE_integer("v_epochs", 1, "PC-DARTS epochs after each round (V).", lower_bound=0)
     flags.DEFINE_integer("warmup_epochs", 5, "PC-DARTS warm-up epochs (L).", lower_bound=0)
     flags.DEFINE_integer("warmup_freeze_epochs", 3, "Warm-up epochs with alpha/beta frozen.", lower_bound=0)
-    flags.DEFINE_float("delta", 2.0, "UCB exploration weight of 1-bit BNAS (Eq. 10).", lower_bound=0.0)
+    flags.DEFINE_bool("ucb", None, "Add the UCB term of Eq. 10 to the selection likelihood (default: on with "
+                      "--binary_activations, as the paper; on without them is BNAS-dagger of Table 2).")
+    flags.DEFINE_float("delta", 2.0, "UCB exploration weight (Eq. 10).", lower_bound=0.0)
+    flags.DEFINE_enum("accuracy_unit", "percent", ("percent", "fraction"),
+                      "Unit of the trial accuracies in the softmax of Eq. 7 (BUILD.md, 'Readings of the paper').")
     flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch (smoke runs).", lower_bound=1)
     # Evaluation network and its training.
     flags.DEFINE_string("genotype", None, "--mode=train/export: a genotype.json path or a published name "
@@ -163,6 +167,8 @@ def search_config(replicas=1):
         warmup_freeze_epochs=FLAGS.warmup_freeze_epochs,
         delta=FLAGS.delta,
         one_bit=FLAGS.binary_activations,
+        ucb=FLAGS.ucb,
+        accuracy_unit=FLAGS.accuracy_unit,
     )
 
 
@@ -273,6 +279,33 @@ def run_export(train_results=None):
     return result
 
 
+# Flags that only one kind of search reads (BNAS: Algorithm 1; PC-DARTS: the baseline).
+_BNAS_ONLY = ("k", "t", "v_epochs", "warmup_epochs", "warmup_freeze_epochs", "ucb", "delta", "accuracy_unit",
+              "trial_batch_size")
+_PCDARTS_ONLY = ("search_epochs", "arch_freeze_epochs")
+
+
+def ignored_flags(flag_values=FLAGS):
+    """[(flag, why)] for every flag set (on the command line or in a flagfile) that this run's
+    search does not read, so that a config never holds a setting that silently does nothing."""
+    if flag_values.mode not in ("search", "all"):
+        return []
+    set_here = [name for name in flag_values if flag_values[name].present]
+    ignored = []
+    for name in set_here:
+        if flag_values.search == "pcdarts" and name in _BNAS_ONLY:
+            ignored.append((name, "only --search=bnas reads it"))
+        elif flag_values.search == "bnas" and name in _PCDARTS_ONLY:
+            ignored.append((name, "only --search=pcdarts reads it"))
+        elif (flag_values.search == "bnas" and flag_values.binary_activations
+              and name in ("warmup_epochs", "warmup_freeze_epochs")):
+            ignored.append((name, "1-bit BNAS has no PC-DARTS warm-up (Sec. 3.3)"))
+        elif (flag_values.search == "bnas" and name == "delta"
+              and not (flag_values.binary_activations if flag_values.ucb is None else flag_values.ucb)):
+            ignored.append((name, "it weighs the UCB term, which is off (--ucb)"))
+    return ignored
+
+
 def main(argv):
     del argv
     from bnas_tf.errors import BnasError
@@ -282,6 +315,8 @@ def main(argv):
 
         from bnas_tf import distribute
 
+        for name, why in ignored_flags():
+            logging.warning("--%s is set but not used: %s.", name, why)
         os.makedirs(FLAGS.model_dir, exist_ok=True)
         strategy = distribute.get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, cpu_devices=FLAGS.cpu_devices)
         if FLAGS.deterministic:

@@ -203,6 +203,13 @@ class BinarizedDepthwiseConv2D(_BinarizedKernelMixin, keras.layers.DepthwiseConv
 
     Each channel's k x k kernel is one filter D_i, so A has shape (k, k, 1, 1)
     and the XNOR amplitude is taken per channel.
+
+    Besides Keras's "valid" and "same", ``padding="symmetric"`` pads
+    `(k - 1) * d / 2` zeros on every side (after the input quantizer, as
+    "same" does), PyTorch's `padding=k // 2 * d` of the DARTS code. At stride
+    1 it equals "same"; at stride 2 on an even size, "same" pads only at the
+    end, so its windows centre on the odd pixels 2i + 1, where DARTS's (and
+    "symmetric"'s) centre on 2i. The output size is the same, ceil(n / s).
     """
 
     _filter_axes = (0, 1)
@@ -215,17 +222,36 @@ class BinarizedDepthwiseConv2D(_BinarizedKernelMixin, keras.layers.DepthwiseConv
         binary_activations=False,
         input_quantizer=None,
         theta=DEFAULT_THETA,
+        padding="valid",
         **kwargs,
     ):
-        super().__init__(kernel_size, **kwargs)
+        self.symmetric_padding = padding == "symmetric"
+        super().__init__(kernel_size, padding="valid" if self.symmetric_padding else padding, **kwargs)
+        if self.symmetric_padding and any(k % 2 == 0 for k in self.kernel_size):
+            raise ConfigError(
+                f"Invalid `kernel_size`: padding='symmetric' needs odd sizes. Received: kernel_size={kernel_size!r}"
+            )
         self._setup_binarization(binarization, binary_activations, input_quantizer, theta)
+
+    def symmetric_pads(self):
+        """[[before, after]] per spatial axis of padding="symmetric"."""
+        return [[(k - 1) * d // 2] * 2 for k, d in zip(self.kernel_size, self.dilation_rate)]
 
     def build(self, input_shape):
         super().build(input_shape)
         self._build_amplitude()
 
+    def compute_output_shape(self, input_shape):
+        if self.symmetric_padding:
+            n, h, w, c = input_shape
+            (ph, _), (pw, _) = self.symmetric_pads()
+            input_shape = (n, None if h is None else h + 2 * ph, None if w is None else w + 2 * pw, c)
+        return super().compute_output_shape(input_shape)
+
     def call(self, inputs):
         inputs, kernel = self._binarized_inputs_and_kernel(inputs, self.kernel)
+        if self.symmetric_padding:
+            inputs = ops.pad(inputs, [[0, 0], *self.symmetric_pads(), [0, 0]])
         outputs = ops.depthwise_conv(
             inputs,
             kernel,
@@ -241,7 +267,10 @@ class BinarizedDepthwiseConv2D(_BinarizedKernelMixin, keras.layers.DepthwiseConv
         return outputs
 
     def get_config(self):
-        return {**super().get_config(), **self._binarization_config()}
+        config = {**super().get_config(), **self._binarization_config()}
+        if self.symmetric_padding:
+            config["padding"] = "symmetric"
+        return config
 
 
 def activation(binary_activations, name=None):
@@ -391,13 +420,11 @@ class _Block(keras.layers.Layer):
         )
 
     def _depthwise(self, kernel_size, strides=1, dilation_rate=1, full_precision=False, name=None):
-        return BinarizedDepthwiseConv2D(
-            kernel_size,
-            strides=strides,
-            dilation_rate=dilation_rate,
-            name=name,
-            **self._conv_options(full_precision),
-        )
+        # Strided: DARTS's symmetric padding, so that stride-2 windows centre on the even
+        # pixels as those of every other operation of a reduction cell do.
+        options = {**self._conv_options(full_precision), "padding": "symmetric" if strides > 1 else "same"}
+        return BinarizedDepthwiseConv2D(kernel_size, strides=strides, dilation_rate=dilation_rate, name=name,
+                                        **options)
 
     def build(self, input_shape):
         shape = tuple(input_shape)

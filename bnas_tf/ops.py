@@ -48,7 +48,15 @@ class Zero(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class PoolBN(keras.layers.Layer):
-    """3x3 max or average pooling, optionally followed by a BatchNorm."""
+    """3x3 max or average pooling, optionally followed by a BatchNorm.
+
+    Strided, the windows centre on the even pixels 2i, as DARTS's PyTorch
+    pooling with padding 1 (and every other operation of a reduction cell):
+    Keras's "same" at stride 2 pads only at the end on even sizes and would
+    centre them on 2i + 1. So the pooling runs at stride 1 ("same": max over,
+    or mean of, the pixels inside the image, PyTorch's `count_include_pad=False`)
+    and every `strides`-th output is kept.
+    """
 
     def __init__(self, pool="max", strides=1, bn=False, affine=False, **kwargs):
         super().__init__(**kwargs)
@@ -59,19 +67,26 @@ class PoolBN(keras.layers.Layer):
         self.use_bn = bool(bn)
         self.affine = bool(affine)
         cls = keras.layers.MaxPooling2D if pool == "max" else keras.layers.AveragePooling2D
-        self.pool = cls(pool_size=3, strides=self.strides, padding="same", name="pool")
+        self.pool = cls(pool_size=3, strides=1, padding="same", name="pool")
         self.bn = layers.batch_norm(self.affine, name="bn") if self.use_bn else None
 
     def build(self, input_shape):
         if self.bn is not None:
             self.bn.build(self.pool.compute_output_shape(input_shape))
 
-    def call(self, inputs, training=None):
+    def pooled(self, inputs):
+        """The pooling, with DARTS's alignment of strided windows."""
         x = self.pool(inputs)
+        return x if self.strides == 1 else x[:, :: self.strides, :: self.strides, :]
+
+    def call(self, inputs, training=None):
+        x = self.pooled(inputs)
         return x if self.bn is None else self.bn(x, training=training)
 
     def compute_output_shape(self, input_shape):
-        return self.pool.compute_output_shape(input_shape)
+        n, h, w, c = input_shape
+        s = self.strides
+        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s), c)
 
     def get_config(self):
         return {

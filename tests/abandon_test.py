@@ -93,6 +93,20 @@ def test_plan_round_single_op():
     np.testing.assert_array_equal(plan, [[2, 0], [2, 0], [2, 0]])
 
 
+def test_plan_round_per_repetition_samples_without_replacement():
+    # 1-bit line 6: O_smaller = O holds K = 5 ops, each repetition samples ceil(5/2) = 3
+    # of them without replacement: the first 3 of each permutation, drawn in the same order.
+    smaller = np.array([[T_, T_, T_, T_, T_, F_], [F_, T_, T_, T_, T_, T_]])
+    plan = abandon.plan_round(smaller, 4, np.random.default_rng(7), per_repetition=3)
+    rng = np.random.default_rng(7)
+    assert plan.shape == (12, 2)
+    for t in range(4):
+        np.testing.assert_array_equal(plan[3 * t : 3 * t + 3, 0], rng.permutation(5)[:3])
+        np.testing.assert_array_equal(plan[3 * t : 3 * t + 3, 1], rng.permutation([1, 2, 3, 4, 5])[:3])
+    with pytest.raises(ValueError, match="per_repetition"):
+        abandon.plan_round(smaller, 1, np.random.default_rng(0), per_repetition=6)
+
+
 def test_plan_round_rejects_unequal_sizes():
     with pytest.raises(ValueError, match="same"):
         abandon.plan_round(np.array([[T_, T_], [T_, F_]]), 1, np.random.default_rng(0))
@@ -148,12 +162,37 @@ def test_likelihood_update_from_zero_one_bit():
     np.testing.assert_allclose(updated, [[1 / 6, 1 / 3, 1 / 2]], rtol=1e-12)
 
 
-def test_likelihood_update_needs_accuracies_for_o_smaller():
-    alive = np.array([[T_, T_]])
+def test_likelihood_update_needs_one_scored_op_per_edge():
+    alive = np.array([[T_, T_], [T_, T_]])
     with pytest.raises(ValueError, match="accuracy"):
         abandon.likelihood_update(
-            np.zeros((1, 2)), alive, alive, np.zeros((1, 2)), np.array([[1, 0]])
+            np.zeros((2, 2)), alive, alive, np.zeros((2, 2)), np.array([[1, 0], [0, 0]])
         )
+
+
+def test_likelihood_update_unsampled_op_of_o_smaller_gets_eq8():
+    # 1-bit: O_smaller = O = {0, 1, 2}, but only ops 0 and 1 were sampled.
+    # ybar = (ln 1, ln 3) -> Eq. 7 over S = {0, 1}: (1/4, 3/4);
+    # Eq. 8 for op 2: 1/2 (3/4 + (1/2)(1/4 + 3/4)) = 0.625; Eq. 9 from s = (0.2, 0.2, 0.2).
+    alive = np.array([[T_, T_, T_]])
+    acc_sum = np.array([[0.0, 2 * math.log(3.0), 0.0]])  # op 1 sampled twice
+    acc_count = np.array([[1, 2, 0]])
+    updated = abandon.likelihood_update(np.full((1, 3), 0.2), alive, alive, acc_sum, acc_count)
+    np.testing.assert_allclose(updated, [[0.1 + 0.25, 0.1 + 0.75, 0.1 + 0.625]], rtol=1e-12)
+
+
+def test_likelihood_update_scale_is_the_unit_of_eq7():
+    # Percent: ybar = (60, 30) -> Eq. 7: (1/(1 + e^-30), e^-30/(1 + e^-30)).
+    alive = np.array([[T_, T_]])
+    acc_sum, acc_count = np.array([[0.6, 0.3]]), np.ones((1, 2))
+    updated = abandon.likelihood_update(
+        np.zeros((1, 2)), alive, alive, acc_sum, acc_count, scale=abandon.ACCURACY_SCALES["percent"]
+    )
+    np.testing.assert_allclose(
+        updated, [[1 / (1 + math.exp(-30)), math.exp(-30) / (1 + math.exp(-30))]], rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="scale"):
+        abandon.likelihood_update(np.zeros((1, 2)), alive, alive, acc_sum, acc_count, scale=0)
 
 
 def test_mean_accuracy():

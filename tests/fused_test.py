@@ -161,25 +161,30 @@ def test_fused_graph_has_fewer_depthwise_convolutions():
 
 
 @pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1), (1, 2)])
-def test_folded_depthwise_matches_tf_depthwise(strides, dilation, relu):
+@pytest.mark.parametrize("strides, dilation, padding", [(1, 1, "same"), (2, 1, "same"), (2, 1, "symmetric"),
+                                                       (1, 2, "same")])
+def test_folded_depthwise_matches_tf_depthwise(strides, dilation, padding, relu):
     """Examples folded into the channels (`fused.fold_groups`), 5 examples in groups of 4
     (one padded group): outputs and both gradients are `tf.nn.depthwise_conv2d`'s (of
-    relu(x) with `relu`, which acts on the folded copy, feeding the convolution itself)."""
+    relu(x) with `relu`, which acts on the folded copy, feeding the convolution itself).
+    "symmetric" (DARTS's padding, on an even size where it differs from "same") is
+    `tf.nn.depthwise_conv2d`'s explicit padding of one pixel on every side."""
     from bnas_tf import layers as bl
     from bnas_tf.search import fused
 
     rng = np.random.default_rng(strides + 2 * dilation)
-    conv = bl.BinarizedDepthwiseConv2D(3, strides=strides, dilation_rate=dilation, padding="same",
+    conv = bl.BinarizedDepthwiseConv2D(3, strides=strides, dilation_rate=dilation, padding=padding,
                                        binarization="none")
-    x = tf.constant(rng.normal(size=(5, 9, 9, 2)))
+    size = 10 if padding == "symmetric" else 9
+    explicit = [[0, 0], [1, 1], [1, 1], [0, 0]] if padding == "symmetric" else "SAME"
+    x = tf.constant(rng.normal(size=(5, size, size, 2)))
     kernels = tf.constant(rng.normal(size=(3, 3, 3, 2, 1)))  # 3 edges on a shared input
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, kernels])
         got = fused._depthwise(conv, fused._Activations(x, True), kernels, 4, relu=relu).value
         kernel = tf.transpose(kernels[..., 0], [1, 2, 3, 0])  # channel c, edge e -> c * 3 + e
         want = tf.nn.depthwise_conv2d(tf.nn.relu(x) if relu else x, kernel, [1, strides, strides, 1],
-                                      "SAME", dilations=[dilation, dilation])
+                                      explicit, dilations=[dilation, dilation])
         want = tf.reshape(want, tf.shape(got))
         weights = tf.constant(rng.normal(size=want.shape))
         loss_got, loss_want = tf.reduce_sum(got * weights), tf.reduce_sum(want * weights)
@@ -187,7 +192,7 @@ def test_folded_depthwise_matches_tf_depthwise(strides, dilation, relu):
     for a, b in zip(tape.gradient(loss_got, [x, kernels]), tape.gradient(loss_want, [x, kernels])):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
     assert fused.fold_groups(4) == fused.FOLD_CHANNELS // 4 and fused.fold_groups(64) == 1
-    if relu:  # the backward pass keeps the convolution's input alone, not also an unfolded ReLU output
+    if relu and padding == "same":  # the backward pass keeps the convolution's input alone, not also an unfolded ReLU output
         graph = tf.function(lambda t: fused._depthwise(conv, fused._Activations(t, True), kernels, 4, relu=True).value
                             ).get_concrete_function(x).graph
         (dw,) = [op for op in graph.get_operations() if op.type == "DepthwiseConv2dNative"]

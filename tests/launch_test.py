@@ -36,8 +36,13 @@ def test_1bit_demo_exports_bit_packed_convolutions(tmp_path):
     result = run(demo_1bit + [f"--model_dir={tmp_path}", "--steps_per_epoch=1", "--search_init_channels=4",
                               "--epochs=1", "--init_channels=8", "--layers=3"])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    rounds = [r for r in read_history(tmp_path) if r["record"] == "round"]
+    history = read_history(tmp_path)
+    rounds = [r for r in history if r["record"] == "round"]
     assert [r["k"] for r in rounds] == [8, 7, 6, 5, 4, 3, 2]
+    # 1-bit Algorithm 1: O_smaller = O, ceil(K/2) samples per repetition (T = 1), UCB (Eq. 10).
+    assert [r["num_trials"] for r in rounds] == [4, 4, 3, 3, 2, 2, 1]
+    assert len([r for r in history if r["record"] == "trial"]) == 19
+    assert all(len(r["o_smaller"]["normal"][0]) == r["k"] and "ucb_bonus" in r for r in rounds)
     with open(tmp_path / "export" / "model_lce.tflite", "rb") as f:
         assert b"LceBconv2d" in f.read()
 

@@ -305,3 +305,37 @@ def test_bad_arguments_raise_config_error(kwargs, match):
     options.update(kwargs)
     with pytest.raises(ConfigError, match=match):
         network.build_network("DARTS_V2", **options)
+
+
+def _support(y, axis):
+    """The output indices along `axis` (1: rows, 2: columns) where `y` is not zero."""
+    other = tuple(a for a in range(4) if a != axis)
+    return np.flatnonzero(np.abs(np.asarray(y)).sum(axis=other) > 0).tolist()
+
+
+@pytest.mark.parametrize("name", [p for p in genotypes.PRIMITIVES if p != "none"])
+@pytest.mark.parametrize("size", [16, 15])
+def test_stride_two_windows_are_aligned_as_in_darts(name, size):
+    # A reduction cell sums branches of different operations into one node, so their
+    # stride-2 windows must sit on the same pixels. DARTS (PyTorch padding k // 2 * d)
+    # centres them on the even pixels 2i. An impulse at pixel 8 then reaches outputs
+    # centred on 4 in every operation: max/avg pooling only output 4; sep_conv_3x3 its
+    # first (strided) depthwise conv at 4, then 3..5 after the second; the dilated,
+    # FactorizedReduce (the even pixels on its first conv) and sep_conv_5x5 (2..6) alike.
+    # With Keras's "same" padding at stride 2 pooling reached {3, 4} and sep_conv_3x3 {2..5}.
+    from bnas_tf import ops as bops
+
+    op = bops.make_op(name, 8, 2, binarization="none", affine=False)
+    x = np.zeros((1, size, size, 8), np.float32)
+    x[0, 8, 8, :] = 1.0
+    op(x)  # build
+    for w in op.weights:
+        if "kernel" in w.path:
+            w.assign(np.abs(np.asarray(w)) + 0.1)  # positive kernels: no cancellation
+    y = op(x, training=False)
+    assert y.shape[1] == (size + 1) // 2
+    for axis in (1, 2):
+        support = _support(y, axis)
+        assert support and min(support) + max(support) == 8, (name, support)
+        if name.endswith("pool_3x3"):
+            assert support == [4]

@@ -107,13 +107,15 @@ def drive(oracle, log, stop=None):
 # Independent reference: Algorithm 1 / Eqs. 7-11, one edge at a time.
 
 
-def reference_round(ref, alpha, trials, T, one_bit, delta):
+def reference_round(ref, alpha, trials, T, one_bit, delta, ucb=None, scale=100.0):
     """Applies one round of Algorithm 1 to `ref` and returns what it abandons.
 
     ref: {"alive": [set of op indices] per edge, "s": [dict op -> s] per edge,
           "n": [dict op -> count] per edge, "N": int}
     alpha: [E][KT] or None (1-bit); trials: [(ops per edge, accuracy)].
+    ucb: Eq. 10 on or off (None: one_bit); scale: the unit of Eq. 7 (100: percent).
     """
+    ucb = one_bit if ucb is None else ucb
     result = {"abandoned": [], "s": [], "smaller": []}
     ref["N"] += len(trials)  # N: every trial samples one op on every edge
     for e in range(E):
@@ -125,28 +127,35 @@ def reference_round(ref, alpha, trials, T, one_bit, delta):
             smaller = list(ops)
         else:
             smaller = sorted(ops, key=lambda k: (alpha[e][k], k))[:half]
-        # Lines 4-10: every op of O_smaller gets exactly T accuracies.
+        # Lines 4-10: T repetitions of ceil(K/2) samples without replacement.
         accs = {k: [] for k in smaller}
+        for t in range(T):
+            repetition = [sampled[e] for sampled, _ in trials[t * half:(t + 1) * half]]
+            assert len(set(repetition)) == half, f"edge {e}: repetition {t} repeats an op"
         for sampled, acc in trials:
             assert sampled[e] in accs, f"edge {e}: op {sampled[e]} is not in O_smaller"
             accs[sampled[e]].append(acc)
             ref["n"][e][sampled[e]] = ref["n"][e].get(sampled[e], 0) + 1
-        assert all(len(a) == T for a in accs.values()), f"edge {e}: {accs}"
-        # Eq. 7.
-        ybar = {k: sum(a) / T for k, a in accs.items()}
-        z = sum(math.exp(y) for y in ybar.values())
-        s_smaller = {k: math.exp(ybar[k]) / z for k in smaller}
-        # Eq. 8 (1/ceil(K/2) as in the paper).
-        s_larger = 0.5 * (max(s_smaller.values()) + sum(s_smaller.values()) / half)
+        if not one_bit:
+            assert all(len(a) == T for a in accs.values()), f"edge {e}: {accs}"
+        scored = [k for k in smaller if accs[k]]
+        # Eq. 7 over the sampled ops, in the unit `scale`.
+        ybar = {k: scale * sum(accs[k]) / len(accs[k]) for k in scored}
+        top = max(ybar.values())
+        z = sum(math.exp(y - top) for y in ybar.values())
+        s_smaller = {k: math.exp(ybar[k] - top) / z for k in scored}
+        # Eq. 8: the mean over the scored ops (1/ceil(K/2) in the normal search).
+        s_larger = 0.5 * (max(s_smaller.values()) + sum(s_smaller.values()) / len(scored))
         # Eq. 9.
         s = {}
         for k in ops:
             q = 1.0 if k in s_smaller else 0.0
             s[k] = 0.5 * ref["s"][e][k] + q * s_smaller.get(k, 0.0) + (1 - q) * s_larger
-        # Eq. 10 (1-bit only).
-        if one_bit:
+        # Eq. 10, n_k and N cumulative; a never-sampled op is never abandoned.
+        if ucb:
             for k in ops:
-                s[k] += delta * math.sqrt(2 * math.log(ref["N"]) / ref["n"][e][k])
+                n = ref["n"][e].get(k, 0)
+                s[k] += delta * math.sqrt(2 * math.log(ref["N"]) / n) if n else math.inf
         # Eq. 11, ties to the lower index.
         worst = min(ops, key=lambda k: (s[k], k))
         ref["s"][e].update(s)
@@ -166,16 +175,18 @@ def new_reference(k):
     }
 
 
-def check_against_reference(oracle, log, T, one_bit, delta, k=8):
+def check_against_reference(oracle, log, T, one_bit, delta, k=8, ucb=None, scale=100.0):
     records = oracle.round_records()
     assert len(records) == len(log)
     ref = new_reference(k)
     for record, round_log in zip(records, log):
         K = len(ref["alive"][0])
         assert record["k"] == K
-        num_trials = T * (K if one_bit else math.ceil(K / 2))
+        num_trials = T * math.ceil(K / 2)
         assert record["num_trials"] == len(round_log["trials"]) == num_trials
-        expected = reference_round(ref, round_log["alpha"], round_log["trials"], T, one_bit, delta)
+        expected = reference_round(
+            ref, round_log["alpha"], round_log["trials"], T, one_bit, delta, ucb, scale
+        )
         for c, cell in enumerate(CELL_TYPES):
             for e in range(NUM_EDGES):
                 row = c * NUM_EDGES + e
@@ -232,20 +243,27 @@ def test_normal_search_matches_reference(tmp_path):
 
 def test_one_bit_search_matches_reference(tmp_path):
     oracle = make_oracle(tmp_path, k=8, t=2, v=1, one_bit=True, delta=2.0, seed=11)
-    # No warm-up: straight to the trials of round 1 with O_smaller = O (T * K = 16 trials).
-    assert oracle.next_phase() == {"phase": "trials", "round": 1, "trial": 0, "num_trials": 16}
+    # No warm-up: straight to round 1, O_smaller = O, T * ceil(K/2) = 8 trials.
+    assert oracle.next_phase() == {"phase": "trials", "round": 1, "trial": 0, "num_trials": 8}
     log = []
     drive(oracle, log)
-    assert [len(r["trials"]) for r in log] == [16, 14, 12, 10, 8, 6, 4]
+    assert [len(r["trials"]) for r in log] == [8, 8, 6, 6, 4, 4, 2]
     assert oracle.k == 1 and oracle.phase == "done"
-    check_against_reference(oracle, log, T=2, one_bit=True, delta=2.0)
+    ref = check_against_reference(oracle, log, T=2, one_bit=True, delta=2.0)
     records = oracle.round_records()
-    # Eq. 10 by hand for round 1: N = 16 trials, every op sampled n = 2 times.
-    for value in records[0]["ucb_bonus"]["normal"][0].values():
-        assert value == pytest.approx(2 * math.sqrt(2 * math.log(16) / 2), rel=1e-12)
-    # Round 2: N = 16 + 14 = 30, every alive op sampled n = 2 + 2 = 4 times.
-    for value in records[1]["ucb_bonus"]["reduce"][5].values():
-        assert value == pytest.approx(2 * math.sqrt(2 * math.log(30) / 4), rel=1e-12)
+    # O_smaller = O, but each repetition samples ceil(K/2) of it: counts differ.
+    counts = [ref["n"][e].get(k, 0) for e in range(E) for k in range(8)]
+    assert min(counts) < max(counts)
+    # Eq. 10 by hand for round 1: N = 8, normal edge 0 sampled n_k times (0 gives +inf).
+    n0 = np.zeros(KT, dtype=int)
+    for ops, _ in log[0]["trials"]:
+        n0[ops[0]] += 1
+    for name, value in records[0]["ucb_bonus"]["normal"][0].items():
+        n = n0[PRIMITIVES.index(name)]
+        assert value == (pytest.approx(2 * math.sqrt(2 * math.log(8) / n), rel=1e-12) if n else math.inf)
+    assert sum(math.isinf(v) for r in records[:1] for v in r["ucb_bonus"]["normal"][0].values()) == (
+        np.sum(n0[:8] == 0)
+    )
 
 
 def test_every_smaller_op_gets_exactly_t_accuracies(tmp_path):
@@ -264,64 +282,47 @@ def test_every_smaller_op_gets_exactly_t_accuracies(tmp_path):
     assert oracle.phase == "pcdarts" and oracle.k == 5
 
 
-def test_ucb_does_not_reorder_a_one_bit_search(tmp_path):
-    # With O_smaller = O every alive op of an edge has the same n_k after each
-    # round, so Eq. 10 adds the same bonus to all of them: the abandoned ops
-    # are those of delta = 0, and s differs by the accumulated bonus only.
-    runs = {}
-    for delta in (0.0, 2.0):
-        oracle = make_oracle(tmp_path, project=f"d{delta}", k=4, t=2, one_bit=True, delta=delta)
-        drive(oracle, [])
-        runs[delta] = oracle.round_records()
-    for r0, r2 in zip(runs[0.0], runs[2.0]):
-        assert r0["abandoned"] == r2["abandoned"]
-        assert r0["likelihood"] != r2["likelihood"]
+def _abandon_orders(runs):
+    return [
+        [PRIMITIVES.index(r["abandoned"][cell][e]) for cell in CELL_TYPES for e in range(NUM_EDGES)]
+        for r in runs
+    ]
 
 
-def test_ucb_changes_the_abandoned_op_in_a_constructed_case(tmp_path):
-    # 1-bit, K = 2, T = 1: round 1 has 2 trials (each op of every edge once).
-    # Slot 0's subnet scores 0.9, slot 1's 0.5, so on every edge the op of
-    # slot 0 has ybar = 0.9 and the other 0.5 -> Eq. 9 from s = 0 gives
-    # s = softmax(0.9, 0.5) = (0.5987, 0.4013): delta = 0 abandons the slot-1 op.
-    # The state is then edited as if the slot-0 ops had already been sampled
-    # 20 more times (n = 21 vs 1, N = 22): Eq. 10 adds 2 sqrt(2 ln 22 / 21) =
-    # 1.0847 to the slot-0 op and 2 sqrt(2 ln 22 / 1) = 4.9711 to the other,
-    # so delta = 2 abandons the slot-0 op instead.
-    abandoned = {}
-    for delta in (0.0, 2.0):
-        oracle = make_oracle(tmp_path, project=f"ucb{delta}", k=2, t=1, one_bit=True, delta=delta)
-        first, _ = run_one_trial(oracle, acc_fn=lambda values: 0.9)
-        slot0_ops = ops_of(first.hyperparameters.values)
-        state = json.loads(json.dumps(oracle.get_state()))
-        for e, op in enumerate(slot0_ops):
-            state["bnas"]["n"][e][op] += 20
-        state["bnas"]["num_samples"] += 20
-        oracle.set_state(state)
-        second, _ = run_one_trial(oracle, acc_fn=lambda values: 0.5)
-        slot1_ops = ops_of(second.hyperparameters.values)
-        assert all(a != b for a, b in zip(slot0_ops, slot1_ops))
-        record = oracle.round_records()[0]
-        abandoned[delta] = [
-            PRIMITIVES.index(record["abandoned"][cell][e])
-            for cell in CELL_TYPES
-            for e in range(NUM_EDGES)
-        ]
-        # The reference with the same counts.
-        ref = new_reference(2)
-        ref["N"] = 20
-        ref["n"] = [{op: 20} for op in slot0_ops]
-        expected = reference_round(
-            ref, None, [(slot0_ops, 0.9), (slot1_ops, 0.5)], 1, True, delta
+@pytest.mark.parametrize("one_bit", [True, False])
+def test_ucb_changes_what_whole_searches_abandon(tmp_path, one_bit):
+    # Whole searches (K 8 -> 1, T = 3) on the synthetic accuracies, with and
+    # without Eq. 10; each is checked against the reference. UCB keeps the
+    # rarely sampled ops and abandons others: the orders differ on many edges.
+    # Without binary activations this is BNAS-dagger of Table 2 (`ucb=True`).
+    orders = {}
+    for ucb in (False, True):
+        oracle = make_oracle(
+            tmp_path, project=f"ucb{ucb}{one_bit}", k=8, t=3, one_bit=one_bit, ucb=ucb, seed=2
         )
-        assert abandoned[delta] == expected["abandoned"]
-        if delta:
-            got = record["ucb_bonus"]["normal"][0]
-            assert got[PRIMITIVES[slot0_ops[0]]] == pytest.approx(
-                2 * math.sqrt(2 * math.log(22) / 21)
-            )
-            assert got[PRIMITIVES[slot1_ops[0]]] == pytest.approx(2 * math.sqrt(2 * math.log(22)))
-    assert abandoned[0.0] == slot1_ops
-    assert abandoned[2.0] == slot0_ops
+        log = []
+        drive(oracle, log)
+        check_against_reference(oracle, log, T=3, one_bit=one_bit, delta=2.0, ucb=ucb)
+        assert ("ucb_bonus" in oracle.round_records()[0]) == ucb
+        orders[ucb] = _abandon_orders(oracle.round_records())
+    differing = sum(
+        a != b for r0, r1 in zip(orders[False], orders[True]) for a, b in zip(r0, r1)
+    )
+    assert differing >= (E if one_bit else 1), differing
+
+
+def test_accuracy_unit_changes_what_a_search_abandons(tmp_path):
+    # The same whole search in percent (the default) and in fractions: the
+    # softmax of Eq. 7 differs, and so do abandoned ops; both match the reference.
+    orders = {}
+    for unit, scale in (("percent", 100.0), ("fraction", 1.0)):
+        oracle = make_oracle(tmp_path, project=unit, k=8, t=3, seed=6, accuracy_unit=unit)
+        log = []
+        drive(oracle, log)
+        check_against_reference(oracle, log, T=3, one_bit=False, delta=2.0, scale=scale)
+        orders[unit] = _abandon_orders(oracle.round_records())
+    assert orders["percent"] != orders["fraction"]
+    assert BnasOracle().accuracy_unit == "percent"
 
 
 def test_final_ops_runner_up_when_none_survives(tmp_path):
@@ -337,7 +338,7 @@ def test_final_ops_runner_up_when_none_survives(tmp_path):
         return 1.0 if values["normal_00"] == "none" else 0.0
 
     alpha = {cell: np.tile(np.arange(KT, dtype=float), (NUM_EDGES, 1)) for cell in CELL_TYPES}
-    oracle = make_oracle(tmp_path, k=3, t=1, history=False)
+    oracle = make_oracle(tmp_path, k=3, t=1, history=False, accuracy_unit="fraction")
     while oracle.phase != "done":
         if oracle.phase == "trials":
             run_one_trial(oracle, acc_fn=acc_fn)

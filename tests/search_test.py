@@ -222,3 +222,56 @@ def test_search_graphs_raise_no_retracing_warning(tmp_path):
     messages = tensorflow_log(three_trials)
     assert searcher.seconds["trace"] > 0
     assert [m for m in messages if "retracing" in m] == []
+
+
+def test_bnas_search_with_warmup_freeze_and_v_epochs(tmp_path, monkeypatch):
+    """Algorithm 1 end to end in process (K 3 -> 1, T = 1): L = 2 warm-up epochs of which
+    the first keeps alpha/beta frozen (line 1), and V = 1 PC-DARTS epoch after each round
+    (line 17), which trains alpha on the reduced space."""
+    from bnas_tf.search import tuner as tuner_lib
+
+    epochs = []
+    search_epoch = pcdarts.Searcher.search_epoch
+
+    def recorded(self, update_arch, label):
+        before = {t: a.copy() for t, a in self.model.alphas().items()}
+        result = search_epoch(self, update_arch, label)
+        after = self.model.alphas()
+        changed = any(not np.allclose(before[t], after[t], equal_nan=True) for t in gt.CELL_TYPES)
+        epochs.append((label.split(" ")[0], update_arch, changed))
+        return result
+
+    monkeypatch.setattr(pcdarts.Searcher, "search_epoch", recorded)
+    config = _config(k=3, t=1, v=1, warmup_epochs=2, warmup_freeze_epochs=1, steps_per_epoch=1)
+    searcher, genotype, _ = tuner_lib.run_bnas(config, str(tmp_path))
+    assert epochs == [("warmup", False, False), ("warmup", True, True), ("pcdarts", True, True),
+                      ("pcdarts", True, True)]
+    # Units: L + T * (ceil(3/2) + ceil(2/2)) + V * 2 = 2 + 3 + 2.
+    assert int(searcher.unit.numpy()) == tuner_lib.total_units(config) == 7
+    assert gt.load(genotype.to_json()) == genotype  # a valid genotype
+
+
+def test_final_genotype_rule():
+    """Per node the two edges with the largest edge weight, the stronger first; a `none`
+    survivor takes its runner-up and ranks below the node's other edges. Checked against a
+    transcription of that rule on random survivors and weights."""
+    from bnas_tf.search.tuner import final_genotype
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        final, weights = {}, {}
+        for t in gt.CELL_TYPES:
+            ops = rng.choice(gt.PRIMITIVES, size=gt.NUM_EDGES)
+            final[t] = [(op, rng.choice(gt.PRIMITIVES[1:]) if op == "none" else None) for op in ops]
+            weights[t] = rng.uniform(0.05, 1.0, size=gt.NUM_EDGES)
+        genotype = final_genotype(final, weights, gt.PRIMITIVES)
+        for t in gt.CELL_TYPES:
+            expected, first = [], 0
+            for node in range(4):
+                edges = range(first, first + node + 2)  # from the states 0 .. node + 1
+                ranked = sorted(edges, key=lambda e: (final[t][e][0] == "none", -weights[t][e], e))
+                for e in ranked[:2]:
+                    op, runner_up = final[t][e]
+                    expected.append((runner_up if op == "none" else op, e - first))
+                first += node + 2
+            assert list(genotype.cell(t)[0]) == expected

@@ -25,8 +25,9 @@ def _x(n=4):
     return np.random.RandomState(0).randn(n, 16, 16, 3).astype("float32")
 
 
-@pytest.mark.parametrize("binarization", ["none", "xnor", "pcnn"])
-@pytest.mark.parametrize("binary_activations", [False, True])
+# Each binarization and each activation kind at least once (shapes do not depend on the pairing).
+@pytest.mark.parametrize("binarization, binary_activations",
+                         [("none", False), ("xnor", True), ("pcnn", False), ("pcnn", True)])
 def test_cell_shapes_every_binarization(binarization, binary_activations):
     model = _net(num_layers=2, reduction_cells=(1,), binarization=binarization,
                  binary_activations=binary_activations)
@@ -230,3 +231,21 @@ def test_sampled_paths_call_each_edge_on_its_own():
                for concrete in fn._list_all_concrete_functions()  # noqa: SLF001
                for slot in concrete.structured_input_signature[0][1]]
     assert members and set(members) == {1}
+
+
+def test_imagenet_search_network_reaches_the_cells_at_28_pixels():
+    # PC-DARTS's model_search_imagenet.py: stem0 224 -> 112 -> 56 (3C/2 then 3C channels),
+    # stem1 56 -> 28 (3C); the first cell reduces s0 (56) as after a reduction cell.
+    model = sn.Supernet(10, (224, 224, 3), init_channels=4, num_layers=1, reduction_cells=(),
+                        partial_channels=2, binarization="none", imagenet=True)
+    x = tf.constant(np.random.RandomState(0).randn(2, 224, 224, 3).astype("float32"))
+    s0, s1 = model.stem(x)
+    assert s0.shape == (2, 56, 56, 12) and s1.shape == (2, 28, 28, 12)
+    assert [w.shape for w in model.stem0[0].weights] == [(3, 3, 3, 6)]
+    assert isinstance(model.cells[0].preprocess0, sn.layers.FactorizedReduce)
+    out, _ = model.cells[0](s0, s1, model.edge_weights("normal"), op_weights=model.op_weights("normal"),
+                            alive=model.alive["normal"])
+    assert out.shape == (2, 28, 28, 4 * 4)  # the first (normal) cell runs at 28 x 28
+    assert model(x).shape == (2, 10)
+    with pytest.raises(ConfigError, match="init_channels"):
+        sn.Supernet(10, (224, 224, 3), init_channels=3, num_layers=3, reduction_cells=(1,), imagenet=True)

@@ -82,33 +82,38 @@ def smaller_set(alpha, alive, one_bit=False):
     return smaller
 
 
-def plan_round(smaller, T, rng):
+def plan_round(smaller, T, rng, per_repetition=None):
     """Plans the trials of one round (Algorithm 1, lines 4-10).
 
     For each repetition t = 1..T, independently on every edge, the operations
-    of `O_smaller^(i,j)` are put in a uniformly random order (a permutation:
-    sampling without replacement from `O'_smaller <- O_smaller`). Trial e of
-    repetition t takes the e-th operation of each edge's permutation. Hence
-    every operation of `O_smaller` is sampled exactly once per repetition and
-    gets exactly T accuracies per round.
+    of `O_smaller^(i,j)` are put in a uniformly random order (sampling without
+    replacement from `O'_smaller <- O_smaller`), and the first
+    `per_repetition` of them are used: trial e of repetition t takes the e-th
+    operation of each edge's order (line 6: `for e = 1, ..., ceil(K/2)`).
 
-    The number of trials per round is `T * |O_smaller|`: `T * ceil(K/2)` in
-    the normal search, `T * K` in 1-bit mode where `O_smaller = O` (the inner
-    loop of Algorithm 1 runs over `|O_smaller|` so that the text's "each
-    operation having exactly one accuracy for every edge" holds).
+    - Normal search: `|O_smaller| = ceil(K/2) = per_repetition`, so every
+      operation of `O_smaller` is sampled exactly once per repetition and gets
+      exactly T accuracies per round.
+    - 1-bit search: `O_smaller = O` holds K operations but a repetition still
+      samples `ceil(K/2)` of them, so an operation gets between 0 and T
+      accuracies per round. The counts differ, which is what gives the UCB
+      term of Eq. 10 something to decide.
 
-    The random draws happen in a fixed order (repetition-major, then edge),
-    so a plan is a pure function of `smaller`, `T` and the generator state.
+    Either way a round has `T * ceil(K/2)` trials. The random draws happen in
+    a fixed order (repetition-major, then edge), so a plan is a pure function
+    of its arguments and the generator state.
 
     Args:
         smaller: bool array [num_edges, K_total], `O_smaller` on every edge;
             every edge must hold the same number of operations.
         T: int >= 1, repetitions per round.
         rng: `numpy.random.Generator`.
+        per_repetition: int, the trials per repetition, between 1 and
+            `|O_smaller|`; None: `|O_smaller|`.
 
     Returns:
-        int array [T * |O_smaller|, num_edges]: row i is trial i, column e the
-        operation index it uses on edge e.
+        int array [T * per_repetition, num_edges]: row i is trial i, column e
+        the operation index it uses on edge e.
     """
     smaller = _as_bool_mask(smaller, "smaller")
     if int(T) != T or T < 1:
@@ -120,12 +125,19 @@ def plan_round(smaller, T, rng):
             f"O_smaller. Received: sizes={sizes.tolist()}"
         )
     size = int(sizes[0])
+    per = size if per_repetition is None else per_repetition
+    if int(per) != per or not 1 <= per <= size:
+        raise ValueError(
+            f"`per_repetition` must be an integer between 1 and |O_smaller|={size}. "
+            f"Received: per_repetition={per_repetition!r}"
+        )
+    per = int(per)
     num_edges = smaller.shape[0]
-    plan = np.zeros((int(T) * size, num_edges), dtype=np.int64)
+    plan = np.zeros((int(T) * per, num_edges), dtype=np.int64)
     for t in range(int(T)):
         for e in range(num_edges):
             ops = np.flatnonzero(smaller[e])
-            plan[t * size:(t + 1) * size, e] = rng.permutation(ops)
+            plan[t * per:(t + 1) * per, e] = rng.permutation(ops)[:per]
     return plan
 
 
@@ -140,20 +152,33 @@ def mean_accuracy(acc_sum, acc_count):
         return np.where(acc_count > 0, acc_sum / np.maximum(acc_count, 1), np.nan)
 
 
-def likelihood_update(s, alive, smaller, acc_sum, acc_count):
+# The unit of the accuracies in Eq. 7: the factor applied to a fraction in [0, 1].
+ACCURACY_SCALES = {"percent": 100.0, "fraction": 1.0}
+
+
+def likelihood_update(s, alive, smaller, acc_sum, acc_count, scale=1.0):
     """Updates the selection likelihood with Eqs. 7-9.
 
-    With `ybar_k = acc_sum_k / acc_count_k` the mean of the T accuracies of
-    operation k in this round, on every edge (i, j):
+    The scored set `S` of an edge holds the operations of `O_smaller` with at
+    least one accuracy this round: all of `O_smaller` in the normal search,
+    the `ceil(K/2)` or more operations that the T repetitions happened to
+    sample in the 1-bit search. With `ybar_k = scale * acc_sum_k / acc_count_k`
+    the mean accuracy of operation k this round, on every edge (i, j):
 
-    - Eq. 7, for k in `O_smaller`:
-      `s_smaller(o_k) = exp(ybar_k) / sum_{m in O_smaller} exp(ybar_m)`;
-    - Eq. 8, for the other alive operations:
-      `s_larger = 1/2 (max_k s_smaller(o_k) + 1/ceil(K/2) sum_k s_smaller(o_k))`,
-      the divisor taken as `|O_smaller|` (= ceil(K/2) in the normal search, K
-      in 1-bit mode where `s_larger` is never used);
+    - Eq. 7, for k in `S`:
+      `s_smaller(o_k) = exp(ybar_k) / sum_{m in S} exp(ybar_m)`;
+    - Eq. 8, for the other alive operations (the larger half, and in the
+      1-bit search the operations of `O_smaller` that no trial sampled):
+      `s_larger = 1/2 (max_k s_smaller(o_k) + 1/|S| sum_k s_smaller(o_k))`,
+      the mean over `S` (the paper's `1/ceil(K/2)`, as `|S| = ceil(K/2)` in
+      the normal search);
     - Eq. 9: `s(o_k) <- 1/2 s(o_k) + q_k s_smaller(o_k) + (1 - q_k) s_larger`,
-      q the `O_smaller` mask.
+      q the mask of `S`.
+
+    The paper does not say in which unit the accuracies enter Eq. 7, and the
+    softmax depends on it: `scale=100` (percent, as the PC-DARTS code that
+    BNAS builds on reports accuracies) against `scale=1` (fractions) makes
+    `s_smaller` nearly one-hot against nearly uniform (BUILD.md).
 
     Algorithm 1 starts from `s = 0`.
 
@@ -161,9 +186,13 @@ def likelihood_update(s, alive, smaller, acc_sum, acc_count):
         s: float array [num_edges, K_total], the current likelihood.
         alive: bool array, the operations still in `O`.
         smaller: bool array, `O_smaller` (a subset of `alive`).
-        acc_sum: float array, the sum of this round's accuracies per operation.
-        acc_count: int array, the number of accuracies per operation; must be
-            positive on `O_smaller`.
+        acc_sum: float array, the sum of this round's accuracies per
+            operation, as fractions in [0, 1].
+        acc_count: int array, the number of accuracies per operation; every
+            edge needs at least one operation of `O_smaller` with a positive
+            count.
+        scale: float > 0, the factor from a fraction to the unit of Eq. 7
+            (`ACCURACY_SCALES`).
 
     Returns:
         float array [num_edges, K_total], the updated `s` (abandoned
@@ -175,27 +204,28 @@ def likelihood_update(s, alive, smaller, acc_sum, acc_count):
     smaller = _as_bool_mask(smaller, "smaller", shape)
     acc_sum = _as_float(acc_sum, "acc_sum", shape)
     acc_count = _as_float(acc_count, "acc_count", shape)
+    if not (isinstance(scale, (int, float, np.number)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"`scale` must be a finite number > 0. Received: scale={scale!r}")
     if np.any(smaller & ~alive):
         raise ValueError("`smaller` must be a subset of `alive`.")
-    if np.any(smaller.sum(axis=1) < 1):
-        raise ValueError("Every edge needs at least one operation in O_smaller.")
-    if np.any(acc_count[smaller] <= 0):
-        raise ValueError("Every operation of O_smaller needs at least one accuracy.")
-    ybar = mean_accuracy(acc_sum, acc_count)
-    if not np.all(np.isfinite(ybar[smaller])):
+    scored = smaller & (acc_count > 0)
+    if np.any(scored.sum(axis=1) < 1):
+        raise ValueError("Every edge needs at least one operation of O_smaller with an accuracy.")
+    ybar = float(scale) * mean_accuracy(acc_sum, acc_count)
+    if not np.all(np.isfinite(ybar[scored])):
         raise ValueError("The accuracies of O_smaller must be finite.")
-    # Eq. 7, softmax over O_smaller (shifted by the row maximum for stability).
-    logits = np.where(smaller, ybar, -np.inf)
+    # Eq. 7, softmax over S (shifted by the row maximum for stability).
+    logits = np.where(scored, ybar, -np.inf)
     logits = logits - logits.max(axis=1, keepdims=True)
-    exp = np.where(smaller, np.exp(logits), 0.0)
+    exp = np.where(scored, np.exp(logits), 0.0)
     s_smaller = exp / exp.sum(axis=1, keepdims=True)
     # Eq. 8, one value per edge.
-    size = smaller.sum(axis=1, keepdims=True)
+    size = scored.sum(axis=1, keepdims=True)
     s_larger = 0.5 * (
         s_smaller.max(axis=1, keepdims=True) + s_smaller.sum(axis=1, keepdims=True) / size
     )
     # Eq. 9.
-    q = smaller.astype(np.float64)
+    q = scored.astype(np.float64)
     updated = 0.5 * s + q * s_smaller + (1.0 - q) * s_larger
     return np.where(alive, updated, s)
 
@@ -217,8 +247,7 @@ def ucb_bonus(n, N, delta):
 
     Returns:
         float array like `n`. An operation never sampled (`n_k = 0`) gets
-        `+inf` (it is never abandoned; 0 when `delta == 0`); with
-        `O_smaller = O` (1-bit search) this cannot happen after a round.
+        `+inf` (it is never abandoned; 0 when `delta == 0`).
     """
     n = np.asarray(n, dtype=np.float64)
     if N < 0 or np.any(n < 0):

@@ -228,8 +228,11 @@ def _depthwise(conv, h, kernels, groups, relu=False):
     if relu and not relu_late:
         x = ops.relu(x)
     x = _quantize(conv, x)
+    padding = conv.padding.upper()
+    if conv.symmetric_padding:  # after the quantizer, as the layer pads
+        x, padding = tf.pad(x, [[0, 0], *conv.symmetric_pads(), [0, 0]]), "VALID"
 
-    def depthwise(inputs, num_spatial_dims=2, padding=conv.padding.upper()):
+    def depthwise(inputs, num_spatial_dims=2, padding=padding):
         # The raw op accepts a kernel whose channel count is only known at run time.
         inputs = ops.relu(inputs) if relu_late else inputs
         return tf.raw_ops.DepthwiseConv2dNative(input=inputs, filter=kernel, strides=strides, padding=padding)
@@ -237,7 +240,7 @@ def _depthwise(conv, h, kernels, groups, relu=False):
     if not dilated:
         y = depthwise(x)
     else:  # what tf.nn.depthwise_conv2d does for dilations, without needing static channels
-        y = tf.nn.with_space_to_batch(x, dilation_rate=list(conv.dilation_rate), padding=conv.padding.upper(),
+        y = tf.nn.with_space_to_batch(x, dilation_rate=list(conv.dilation_rate), padding=padding,
                                       op=depthwise, filter_shape=[k0, k1])
     if groups > 1:
         y = _unfold_batch(y, groups, n)
@@ -391,7 +394,7 @@ def _run_body(template, x, values, training, groups=1):
         if kind == "prelu":
             return _prelu(h, params[0]), []
         if kind == "pool":
-            return _Activations(layer.pool(h.value), True), []  # first in its body: the input is shared
+            return _Activations(layer.pooled(h.value), True), []  # first in its body: the input is shared
         if kind == "dw":
             return _depthwise(layer, h, params[0], groups, relu=after_relu), []
         if kind == "conv":

@@ -14,12 +14,12 @@ Phases, in order (`next_phase()` says which one the tuner runs now):
 
     warmup   PC-DARTS for L epochs (Algorithm 1, line 1); skipped in 1-bit
              mode, where O_smaller = O needs no alpha.
-    trials   round r: T * |O_smaller| subnets, each trained for an epoch and
+    trials   round r: T * ceil(K/2) subnets, each trained for an epoch and
              scored by its `val_accuracy` (lines 3-11). They run as
              Keras-Tuner trials: `create_trial` -> `populate_space` issues
              the next planned subnet, `end_trial` -> `score_trial` counts its
-             accuracy. The last trial of the round applies Eq. 9 (Eq. 10 in
-             1-bit mode) and Eq. 11 and sets K <- K - 1 (lines 12-18).
+             accuracy. The last trial of the round applies Eq. 9 (then Eq. 10
+             with UCB) and Eq. 11 and sets K <- K - 1 (lines 12-18).
     pcdarts  PC-DARTS for V epochs on the reduced space (line 17); then the
              next round starts, or, with one operation left per edge, done.
     done     `final_ops()` gives the surviving operation of every edge.
@@ -59,7 +59,7 @@ OBJECTIVE = "val_accuracy"
 PHASES = ("warmup", "trials", "pcdarts", "done")
 
 # Version of the "bnas" block of oracle.json.
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 def hp_name(cell_type, edge):
@@ -80,9 +80,14 @@ class BnasOracle(keras_tuner.Oracle):
         t: int >= 1, the repetitions T per round (3 in the paper).
         v: int >= 0, PC-DARTS epochs V after each round (1 in the paper).
         warmup_epochs: int >= 0, PC-DARTS warm-up epochs L (5 in the paper).
-        one_bit: bool, 1-bit BNAS: no warm-up, `O_smaller = O`, and the UCB
-            term of Eq. 10 after Eq. 9.
+        one_bit: bool, 1-bit BNAS: no warm-up and `O_smaller = O`, of which
+            each repetition samples `ceil(K/2)` operations.
+        ucb: bool, adds the UCB term of Eq. 10 after Eq. 9; None: `one_bit`
+            (the paper's BNAS with 1-bit activations; BNAS-dagger of Table 2
+            is `ucb=True` without them).
         delta: float >= 0, the UCB weight of Eq. 10 (2 in the paper).
+        accuracy_unit: "percent" or "fraction", the unit of the accuracies in
+            the softmax of Eq. 7 (`abandon.ACCURACY_SCALES`; BUILD.md).
         seed: int >= 0; the plan of round r is drawn with
             `numpy.random.default_rng([seed, r])`.
         primitives: the operation names, in the order of the alpha columns.
@@ -103,7 +108,9 @@ class BnasOracle(keras_tuner.Oracle):
         v=1,
         warmup_epochs=5,
         one_bit=False,
+        ucb=None,
         delta=2.0,
+        accuracy_unit="percent",
         seed=0,
         primitives=PRIMITIVES,
         history_path=None,
@@ -127,6 +134,14 @@ class BnasOracle(keras_tuner.Oracle):
             raise bad_value("warmup_epochs", warmup_epochs, "an integer >= 0")
         if not isinstance(one_bit, (bool, np.bool_)):
             raise bad_value("one_bit", one_bit, "a bool")
+        if ucb is None:
+            ucb = one_bit
+        if not isinstance(ucb, (bool, np.bool_)):
+            raise bad_value("ucb", ucb, "a bool or None")
+        if accuracy_unit not in abandon_lib.ACCURACY_SCALES:
+            raise bad_value(
+                "accuracy_unit", accuracy_unit, f"one of {', '.join(abandon_lib.ACCURACY_SCALES)}"
+            )
         if (
             isinstance(delta, bool)
             or not isinstance(delta, (int, float, np.number))
@@ -164,7 +179,9 @@ class BnasOracle(keras_tuner.Oracle):
         self.v = int(v)
         self.warmup_epochs = int(warmup_epochs)
         self.one_bit = bool(one_bit)
+        self.ucb = bool(ucb)
         self.delta = float(delta)
+        self.accuracy_unit = accuracy_unit
         self.search_seed = int(seed)
         self.num_edges = len(CELL_TYPES) * NUM_EDGES
         self._history_path = None
@@ -205,7 +222,9 @@ class BnasOracle(keras_tuner.Oracle):
             "v": self.v,
             "warmup_epochs": self.warmup_epochs,
             "one_bit": self.one_bit,
+            "ucb": self.ucb,
             "delta": self.delta,
+            "accuracy_unit": self.accuracy_unit,
             "seed": self.search_seed,
             "primitives": list(self.primitives),
             "cell_types": list(CELL_TYPES),
@@ -217,18 +236,22 @@ class BnasOracle(keras_tuner.Oracle):
         self._round += 1
         self._smaller = abandon_lib.smaller_set(alpha, self._alive, self.one_bit)
         rng = np.random.default_rng([self.search_seed, self._round])
-        self._plan = abandon_lib.plan_round(self._smaller, self.t, rng)
+        # Line 6: ceil(K/2) samples per repetition, also from the K of a 1-bit O_smaller.
+        self._plan = abandon_lib.plan_round(
+            self._smaller, self.t, rng, per_repetition=math.ceil(self._k / 2)
+        )
         self._slot_done = [False] * len(self._plan)
         self._acc_sum = np.zeros_like(self._acc_sum)
         self._acc_count = np.zeros_like(self._acc_count)
         self._phase = "trials"
         logging.info(
-            "BNAS round %d: K=%d, %d trials (T=%d x |O_smaller|=%d).",
+            "BNAS round %d: K=%d, %d trials (T=%d x ceil(K/2)=%d) from |O_smaller|=%d.",
             self._round,
             self._k,
             len(self._plan),
             self.t,
             len(self._plan) // self.t,
+            int(self._smaller[0].sum()),
         )
 
     def _finish_round(self):
@@ -236,10 +259,15 @@ class BnasOracle(keras_tuner.Oracle):
         k_before = self._k
         alive_before = self._alive
         s = abandon_lib.likelihood_update(
-            self._s, self._alive, self._smaller, self._acc_sum, self._acc_count
+            self._s,
+            self._alive,
+            self._smaller,
+            self._acc_sum,
+            self._acc_count,
+            scale=abandon_lib.ACCURACY_SCALES[self.accuracy_unit],
         )
         bonus = None
-        if self.one_bit:
+        if self.ucb:
             bonus = abandon_lib.ucb_bonus(self._n, self._num_samples, self.delta)
             s = np.where(self._alive, s + bonus, s)
         new_alive, abandoned = abandon_lib.abandon(s, self._alive)
@@ -251,12 +279,13 @@ class BnasOracle(keras_tuner.Oracle):
         self._phase = "pcdarts"
 
         ybar = abandon_lib.mean_accuracy(self._acc_sum, self._acc_count)
+        scored = self._smaller & (self._acc_count > 0)
         record = {
             "round": self._round,
             "k": k_before,
             "num_trials": len(self._plan),
             "o_smaller": self._per_cell(lambda e: self._names(self._smaller[e])),
-            "mean_accuracy": self._per_cell(lambda e: self._op_values(ybar[e], self._smaller[e])),
+            "mean_accuracy": self._per_cell(lambda e: self._op_values(ybar[e], scored[e])),
             "likelihood": self._per_cell(lambda e: self._op_values(s[e], alive_before[e])),
             "abandoned": self._per_cell(lambda e: self.primitives[abandoned[e]]),
             "ops_left": self._per_cell(lambda e: self._names(new_alive[e])),

@@ -33,6 +33,7 @@ from bnas_tf import tracing
 from bnas_tf.optim import OPTIMIZERS, FlatSGD
 from bnas_tf.errors import ConfigError, StateError, TrainingError
 from bnas_tf.search import statefile
+from bnas_tf.search.abandon import ACCURACY_SCALES
 from bnas_tf.search.supernet import Supernet
 
 
@@ -76,6 +77,8 @@ class SearchConfig:
     warmup_freeze_epochs: int = 3
     delta: float = 2.0
     one_bit: bool = False
+    ucb: bool | None = None  # Eq. 10; None: one_bit (the paper)
+    accuracy_unit: str = "percent"  # of Eq. 7: "percent" (the PC-DARTS code's) or "fraction"
 
     def validate(self):
         positive = ("init_channels", "layers", "partial_channels", "batch_size", "trial_batch_size", "t")
@@ -96,6 +99,11 @@ class SearchConfig:
                 "Invalid `partial_channels`: init_channels / partial_channels must be an even integer "
                 f"(init_channels={self.init_channels}). Received: partial_channels={self.partial_channels!r}"
             )
+        if self.ucb not in (None, True, False):
+            raise ConfigError(f"Invalid `ucb`: expected a bool or None. Received: ucb={self.ucb!r}")
+        if self.accuracy_unit not in ACCURACY_SCALES:
+            raise ConfigError(f"Invalid `accuracy_unit`: expected one of {', '.join(ACCURACY_SCALES)}. "
+                              f"Received: accuracy_unit={self.accuracy_unit!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"Invalid `optimizer`: expected one of {', '.join(OPTIMIZERS)}. "
                               f"Received: optimizer={self.optimizer!r}")
@@ -240,6 +248,7 @@ class Searcher:
                 binary_activations=config.binary_activations,
                 full_precision_preprocess=config.full_precision_preprocess,
                 theta=config.theta,
+                imagenet=spec.name == "imagenet2012",
                 seed=config.seed,
             )
             self.weight_vars = self.model.weight_variables
@@ -606,6 +615,11 @@ def run_pcdarts(config, model_dir, strategy=None):
 
 
 def _run_pcdarts(config, model_dir, strategy):
+    if config.arch_freeze_epochs >= config.epochs:
+        raise ConfigError(
+            f"Invalid `arch_freeze_epochs`: alpha/beta would never be trained in a {config.epochs}-epoch "
+            f"search; expected fewer than epochs={config.epochs}. Received: "
+            f"arch_freeze_epochs={config.arch_freeze_epochs}")
     searcher = Searcher(config, model_dir, strategy, total_units=pcdarts_units(config))
     start_unit = searcher.restore()
     begin = time.time()

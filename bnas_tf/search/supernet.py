@@ -386,6 +386,12 @@ class Supernet(keras.Model):
       full_precision_preprocess: keep the cells' input preprocessing full
         precision, as `bnas_tf.network.build_network` does.
       stem_multiplier: the stem has stem_multiplier * C channels (3).
+      imagenet: PC-DARTS's ImageNet search network (`model_search_imagenet.py`):
+        stem0 (3x3 stride-2 conv to 3C/2, BN, ReLU, 3x3 stride-2 conv to 3C,
+        BN) and stem1 (ReLU, 3x3 stride-2 conv to 3C, BN) take a 224 input to
+        56 and 28 pixels, and the first cell reduces its input s0 as after a
+        reduction cell; without it the cells would run at the full 224
+        pixels, 64 times the activations.
     """
 
     def __init__(
@@ -402,6 +408,7 @@ class Supernet(keras.Model):
         full_precision_preprocess=False,
         theta=layers.DEFAULT_THETA,
         stem_multiplier=3,
+        imagenet=False,
         primitives=gt.PRIMITIVES,
         seed=0,
         **kwargs,
@@ -425,17 +432,35 @@ class Supernet(keras.Model):
             binarization=binarization,
             binary_activations=binary_activations,
             full_precision_preprocess=bool(full_precision_preprocess),
+            imagenet=bool(imagenet),
         )
         op_options = dict(binarization=binarization, binary_activations=binary_activations, theta=theta)
         c_curr = stem_multiplier * init_channels
-        self.stem_conv = keras.layers.Conv2D(c_curr, 3, padding="same", use_bias=False, name="stem_conv")
-        self.stem_bn = layers.batch_norm(True, name="stem_bn")
+        self.imagenet = bool(imagenet)
+        if self.imagenet:
+            if c_curr % 2:
+                raise ConfigError(
+                    "Invalid `init_channels`: the ImageNet stem halves stem_multiplier * init_channels, which "
+                    f"must be even. Received: init_channels={init_channels!r}"
+                )
+
+            def conv(filters, name):
+                return keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=name)
+
+            self.stem0 = [conv(c_curr // 2, "stem0_conv1"), layers.batch_norm(True, name="stem0_bn1"),
+                          keras.layers.ReLU(name="stem0_relu"), conv(c_curr, "stem0_conv2"),
+                          layers.batch_norm(True, name="stem0_bn2")]
+            self.stem1 = [keras.layers.ReLU(name="stem1_relu"), conv(c_curr, "stem1_conv"),
+                          layers.batch_norm(True, name="stem1_bn")]
+        else:
+            self.stem_conv = keras.layers.Conv2D(c_curr, 3, padding="same", use_bias=False, name="stem_conv")
+            self.stem_bn = layers.batch_norm(True, name="stem_bn")
         c_curr = init_channels
         self.cells = []
         self._templates = OpTemplates()
         self._fused_ops = FusedOps()
         self.fuse_edges = False  # the building call below runs the per-edge layers
-        reduction_prev = False
+        reduction_prev = self.imagenet  # s0 is twice the size of s1
         for i in range(num_layers):
             reduction = i in reduction_cells
             if reduction:
@@ -548,9 +573,22 @@ class Supernet(keras.Model):
         return ops.concatenate(parts, axis=0)
 
     # ---- forward ------------------------------------------------------------------------------
+    def stem(self, inputs, training=None):
+        """(s0, s1), the two inputs of the first cell."""
+        if not self.imagenet:
+            x = self.stem_bn(self.stem_conv(inputs), training=training)
+            return x, x
+
+        def run(sequence, x):
+            for layer in sequence:
+                x = layer(x, training=training) if isinstance(layer, keras.layers.BatchNormalization) else layer(x)
+            return x
+
+        s0 = run(self.stem0, inputs)
+        return s0, run(self.stem1, s0)
+
     def call(self, inputs, training=None, choice=None):
-        x = self.stem_bn(self.stem_conv(inputs), training=training)
-        s0 = s1 = x
+        s0, s1 = self.stem(inputs, training=training)
         mixed = {}
         if choice is None:
             mixed = {t: self.op_weights(t) for t in gt.CELL_TYPES}

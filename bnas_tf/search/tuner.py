@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from bnas_tf import genotypes as gt
+from bnas_tf.errors import ConfigError
 from bnas_tf.search import outputs
 from bnas_tf.search import statefile
 from bnas_tf.search.oracle import BnasOracle
@@ -34,10 +35,10 @@ from bnas_tf.search.pcdarts import Searcher, search_graph_options
 
 
 def total_units(config):
-    """Epoch units of the whole search: L + sum_K T*|O_smaller(K)| + V*(K0 - 1)."""
+    """Epoch units of the whole search: L + sum_K T*ceil(K/2) + V*(K0 - 1) (L = 0 in 1-bit mode)."""
     units = 0 if config.one_bit else config.warmup_epochs
     for k in range(config.k, 1, -1):
-        units += config.t * (k if config.one_bit else math.ceil(k / 2)) + config.v
+        units += config.t * math.ceil(k / 2) + config.v
     return units
 
 
@@ -163,19 +164,36 @@ class BnasTuner(keras_tuner.Tuner):
         return self.genotype()
 
     def genotype(self):
-        """Per node, the two strongest edges by edge weight (softmax beta); an edge
-        whose survivor is `none` uses its runner-up and ranks below the others."""
-        final = self.oracle.final_ops()
+        """The found genotype (`final_genotype`) from the Oracle's survivors and the edge weights."""
         model = self.searcher.model
-        weights = {}
-        for t in gt.CELL_TYPES:
-            edge_w = np.asarray(model.edge_weights(t))
-            w = np.full((gt.NUM_EDGES, len(model.primitives)), np.nan)
-            for e, (op, runner_up) in enumerate(final[t]):
-                name = runner_up if op == "none" else op
-                w[e, model.primitives.index(name)] = edge_w[e] * (1e-6 if op == "none" else 1.0)
-            weights[t] = w
-        return gt.derive(weights["normal"], weights["reduce"], primitives=model.primitives)
+        edge_weights = {t: np.asarray(model.edge_weights(t)) for t in gt.CELL_TYPES}
+        return final_genotype(self.oracle.final_ops(), edge_weights, model.primitives)
+
+
+def final_genotype(final_ops, edge_weights, primitives):
+    """The genotype of a finished BNAS search.
+
+    Each edge ends with one operation (Algorithm 1 abandons all others); as in
+    DARTS, each intermediate node keeps its two incoming edges with the largest
+    edge weight (softmax beta, PC-DARTS's edge normalisation), the stronger
+    first. An edge whose survivor is `none` would add nothing to the cell: it
+    takes the operation abandoned last on it (its runner-up) and ranks below
+    every other edge of its node, so it is kept only when its node has no two
+    other edges.
+
+    Args:
+        final_ops: {cell_type: [(op, runner_up) per edge]}, `BnasOracle.final_ops()`.
+        edge_weights: {cell_type: array [14]}, the edge weights.
+        primitives: the operation names, in the order of the alpha columns.
+    """
+    weights = {}
+    for t in gt.CELL_TYPES:
+        w = np.full((gt.NUM_EDGES, len(primitives)), np.nan)
+        for e, (op, runner_up) in enumerate(final_ops[t]):
+            name = runner_up if op == "none" else op
+            w[e, primitives.index(name)] = edge_weights[t][e] * (1e-6 if op == "none" else 1.0)
+        weights[t] = w
+    return gt.derive(weights["normal"], weights["reduce"], primitives=primitives)
 
 
 def run_bnas(config, model_dir, strategy=None):
@@ -185,6 +203,10 @@ def run_bnas(config, model_dir, strategy=None):
 
 
 def _run_bnas(config, model_dir, strategy):
+    if not config.one_bit and config.warmup_freeze_epochs > config.warmup_epochs:
+        raise ConfigError(
+            f"Invalid `warmup_freeze_epochs`: the warm-up has only warmup_epochs={config.warmup_epochs}. "
+            f"Received: warmup_freeze_epochs={config.warmup_freeze_epochs}")
     searcher = Searcher(config, model_dir, strategy, total_units=total_units(config))
     oracle = BnasOracle(
         k=config.k,
@@ -192,7 +214,9 @@ def _run_bnas(config, model_dir, strategy):
         v=config.v,
         warmup_epochs=config.warmup_epochs,
         one_bit=config.one_bit,
+        ucb=config.ucb,
         delta=config.delta,
+        accuracy_unit=config.accuracy_unit,
         seed=config.seed,
         history_path=os.path.join(model_dir, "search_history.jsonl"),
     )
