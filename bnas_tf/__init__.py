@@ -1,7 +1,11 @@
 """bnas_tf: Binarized Neural Architecture Search for Keras 3 / TensorFlow.
 
-Import the submodules you need; this package module stays light so that
-``import bnas_tf.genotypes`` does not load TensorFlow.
+Importing the package registers its Keras objects (layers, blocks, quantizers,
+constraints, `InferenceModel`) under the package name `bnas_tf`, so that
+`import bnas_tf` is all that `keras.models.load_model` needs to read a model
+that bnas_tf saved, in safe mode. It therefore loads Keras and TensorFlow.
 """
+
+from bnas_tf import network as _network  # noqa: F401  (imports every module that registers objects)
 
 __version__ = "0.1.0"

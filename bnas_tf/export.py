@@ -32,7 +32,6 @@ same inputs and compares them with the Keras model.
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -42,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from bnas_tf import network as network_lib
 from bnas_tf import summary as summary_lib
 from bnas_tf import tflite_pack
 from bnas_tf.errors import BnasError, ConfigError
@@ -57,31 +57,6 @@ _STAGING_PREFIX = ".export-staging-"
 
 class ExportError(BnasError):
     """The model could not be exported (bad directory, a conversion failed)."""
-
-
-@keras.saving.register_keras_serializable(package="bnas_tf")
-class InferenceModel(keras.Model):
-    """Calls `network` with `training=False` and returns its first output.
-
-    For networks whose call returns `(logits, aux)` (the auxiliary head):
-    the exported model returns the logits only.
-    """
-
-    def __init__(self, network, **kwargs):
-        super().__init__(**kwargs)
-        self.network = network
-
-    def call(self, inputs):
-        return _first(self.network(inputs, training=False))
-
-    def get_config(self):
-        return {"name": self.name, "network": keras.saving.serialize_keras_object(self.network)}
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        network = keras.saving.deserialize_keras_object(config.pop("network"), custom_objects=custom_objects)
-        return cls(network, **config)
 
 
 def _first(outputs):
@@ -102,33 +77,8 @@ def _check_sample_inputs(sample_inputs):
 
 
 def inference_model(model, sample_inputs):
-    """The model to export: the first output of `model(x, training=False)`.
-
-    A functional model that returns one tensor is returned as is; a functional
-    model with several outputs is cut to its first output; any other model is
-    wrapped in `InferenceModel` (so that `training=False` is explicit).
-    """
-    sample_inputs = _check_sample_inputs(sample_inputs)
-    if isinstance(model, keras.Model) and _has_graph(model):
-        if len(model.outputs) == 1:
-            return model
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        return keras.Model(inputs, model.outputs[0], name=_inference_name(model))
-    wrapped = InferenceModel(model, name=_inference_name(model))
-    wrapped(sample_inputs[:1])
-    return wrapped
-
-
-def _inference_name(model):
-    # A TF name scope may not start with "_" (Keras names `_Net` "_net").
-    return re.sub(r"^[^A-Za-z0-9.]+", "", f"{model.name}_inference")
-
-
-def _has_graph(model):
-    try:
-        return bool(model.inputs) and bool(model.outputs)
-    except (AttributeError, ValueError):
-        return False
+    """`network.inference_model(model)`, built on `sample_inputs` (checked)."""
+    return network_lib.inference_model(model, _check_sample_inputs(sample_inputs))
 
 
 def op_counts(tflite_model):
@@ -243,7 +193,7 @@ def export(model, export_dir, *, sample_inputs, summary_extra=None):
     export_dir = _prepare_dir(export_dir)
     network = _stage("building the inference model", lambda: inference_model(model, sample_inputs))
     # The summary reads the network itself (the root is never excluded by name).
-    counted = network.network if isinstance(network, InferenceModel) else network
+    counted = network.network if isinstance(network, network_lib.InferenceModel) else network
     figures = _stage("counting parameters and MACs", lambda: summary_lib.summarize(counted, sample_inputs.shape[1:]))
     clashes = sorted(set(extra) & (set(figures) | {"tflite_bytes", "lce_tflite_bytes", "lce_size_ratio"}))
     if clashes:

@@ -16,10 +16,11 @@ import sys
 
 from absl import app, flags, logging
 
+from bnas_tf.amplitude import SCHEMES
+from bnas_tf.optim import OPTIMIZERS
+
 MODES = ("search", "train", "export", "all")
 SEARCHES = ("bnas", "pcdarts")
-SCHEMES = ("none", "xnor", "pcnn")
-OPTIMIZERS = ("sgd", "adam")  # bnas_tf.optim.OPTIMIZERS, named here without importing TensorFlow
 
 FLAGS = flags.FLAGS
 
@@ -246,11 +247,36 @@ def run_train(strategy, genotype):
     )
 
 
+def _sample_inputs(train_dir):
+    """The test images that training saved beside the model; without them (a run of an
+    older version), the first test images of --dataset."""
+    import numpy as np
+
+    from bnas_tf import data, train
+    from bnas_tf.errors import ConfigError
+
+    path = os.path.join(train_dir, train.SAMPLE_INPUTS_FILE)
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                samples = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"Cannot read {path} ({err}): delete it to use the test images of --dataset.") \
+                from None
+        if samples.ndim == 4 and samples.shape[0] >= 1 and samples.dtype == np.float32:
+            return samples
+        raise ConfigError(f"{path} holds no batch of float32 images (shape {samples.shape}, {samples.dtype}): "
+                          "delete it to use the test images of --dataset.")
+    samples = data.train_test(FLAGS.dataset, batch_size=train.NUM_SAMPLE_INPUTS, seed=FLAGS.seed,
+                              data_dir=FLAGS.data_dir).test
+    return next(iter(samples))[0].numpy()
+
+
 def run_export(train_results=None):
     """Exports the trained network of --model_dir/train and checks every artifact."""
     import keras
 
-    from bnas_tf import data, export
+    from bnas_tf import export
     from bnas_tf.errors import ConfigError
 
     train_dir = os.path.join(FLAGS.model_dir, "train")
@@ -260,8 +286,7 @@ def run_export(train_results=None):
             f"No trained model at {model_path}: run --mode=train (or --mode=all) with this --model_dir first."
         )
     model = keras.models.load_model(model_path)
-    samples = data.train_test(FLAGS.dataset, batch_size=8, seed=FLAGS.seed, data_dir=FLAGS.data_dir).test
-    sample_inputs = next(iter(samples))[0].numpy()
+    sample_inputs = _sample_inputs(train_dir)
     extra = {"search_cost": _search_cost()}
     results_path = os.path.join(train_dir, "results.json")
     if train_results is None and os.path.exists(results_path):

@@ -372,8 +372,26 @@ def batch_norm(affine=True, name=None):
     return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name)
 
 
+def track_sublayers(owner, attribute, sublayers):
+    """Makes the layers of the list `owner.<attribute>` visible to `tf.train.Checkpoint`.
+
+    Keras 3 tracks layers kept in a list for its own saving (`.keras`), but
+    TensorFlow's object-based checkpoint only follows attributes, and without
+    this saved none of their weights while `assert_consumed()` passed. Each
+    layer is also set as the private attribute `_<attribute>_<i>`; Keras's
+    saving visits such attributes after the list itself, so `.keras` files
+    keep their layout.
+    """
+    for i, layer in enumerate(sublayers):
+        setattr(owner, f"_{attribute.lstrip('_')}_{i}", layer)
+
+
 class _Block(keras.layers.Layer):
     """Base of the DARTS blocks: binarization options, a sequential body, a config."""
+
+    def _set_body(self, body):
+        self._body = body
+        track_sublayers(self, "_body", body)
 
     def _unit(self, convs, suffix="", full_precision=False):
         """One activation, convolutions, BatchNorm unit of the body (see the module docstring):
@@ -472,10 +490,10 @@ class ReLUConvBN(_Block):
         self.kernel_size = _check_kernel_size(kernel_size)
         self.strides = _check_positive_int("strides", strides)
         self.full_precision = _check_bool("full_precision", full_precision)
-        self._body = self._unit(
+        self._set_body(self._unit(
             [self._conv(self.filters, self.kernel_size, self.strides, full_precision=self.full_precision, name="conv")],
             full_precision=self.full_precision,
-        )
+        ))
 
     def get_config(self):
         return {
@@ -509,11 +527,11 @@ class BinarizedSepConv(_Block):
     def build(self, input_shape):
         channels = int(input_shape[-1])
         fp_first = self.full_precision_first
-        self._body = self._unit(
+        self._set_body(self._unit(
             [self._depthwise(self.kernel_size, self.strides, full_precision=fp_first, name="dw1"),
              self._conv(channels, 1, name="pw1")],
             "1",
-        ) + self._unit([self._depthwise(self.kernel_size, name="dw2"), self._conv(self.filters, 1, name="pw2")], "2")
+        ) + self._unit([self._depthwise(self.kernel_size, name="dw2"), self._conv(self.filters, 1, name="pw2")], "2"))
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
@@ -546,10 +564,10 @@ class BinarizedDilConv(_Block):
         # on the 1 x 1 pointwise conv, which subsamples the same values.
         self.full_precision_first = _check_bool("full_precision_first", full_precision_first)
         fp_first = self.full_precision_first
-        self._body = self._unit([
+        self._set_body(self._unit([
             self._depthwise(self.kernel_size, 1, self.dilation_rate, full_precision=fp_first, name="dw"),
             self._conv(self.filters, 1, strides=self.strides, name="pw"),
-        ])
+        ]))
 
     def get_config(self):
         return {

@@ -66,6 +66,8 @@ non-trainable variable; the training loop sets it each epoch with
 never active at inference (``training=False``).
 """
 
+import re
+
 import keras
 import numpy as np
 from keras import ops
@@ -221,6 +223,7 @@ class Cell(keras.layers.Layer):
                     layer_name=f"op{i}_{op_name}",
                 )
             )
+        layers_lib.track_sublayers(self, "cell_ops", self.cell_ops)
         self.drop_path = DropPath(0.0, seed=drop_path_seed, name="drop_path")
 
     @property
@@ -308,6 +311,7 @@ class AuxiliaryHead(keras.layers.Layer):
         if not self.imagenet:
             self._body.append(layers_lib.batch_norm(name="bn2"))
         self._body.append(keras.layers.ReLU(name="relu2"))
+        layers_lib.track_sublayers(self, "_body", self._body)
         self.classifier = keras.layers.Dense(self.num_classes, dtype="float32", name="classifier")
 
     def build(self, input_shape):
@@ -506,17 +510,62 @@ def has_auxiliary_head(model):
     return any(layer.name == AUXILIARY_HEAD_NAME for layer in model.layers)
 
 
-def inference_model(model):
-    """`model` without the auxiliary head: one output, the logits.
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class InferenceModel(keras.Model):
+    """Calls `network` with `training=False` and returns its first output.
 
-    The returned model shares `model`'s layers and weights (no copy); it is
-    the one to evaluate, save for deployment or convert. A model without the
-    head is returned as is.
+    For subclassed networks whose call returns `(logits, aux)`: the model to
+    export returns the logits only.
     """
-    if not has_auxiliary_head(model):
-        return model
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, model.outputs[0], name=f"{model.name}_inference")
+
+    def __init__(self, network, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+
+    def call(self, inputs):
+        outputs = self.network(inputs, training=False)
+        return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+
+    def get_config(self):
+        return {"name": self.name, "network": keras.saving.serialize_keras_object(self.network)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        network = keras.saving.deserialize_keras_object(config.pop("network"), custom_objects=custom_objects)
+        return cls(network, **config)
+
+
+def inference_model(model, sample_inputs=None):
+    """The model to evaluate, save for deployment or convert: the first output
+    of `model(x, training=False)`, the logits without the auxiliary head.
+
+    A functional model with one output is returned as is; one with several
+    outputs is cut to its first, sharing `model`'s layers and weights (no
+    copy); any other model is wrapped in `InferenceModel` (so that
+    `training=False` is explicit), built on `sample_inputs[:1]` when given.
+    """
+    if isinstance(model, keras.Model) and _has_graph(model):
+        if len(model.outputs) == 1:
+            return model
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        return keras.Model(inputs, model.outputs[0], name=_inference_name(model))
+    wrapped = InferenceModel(model, name=_inference_name(model))
+    if sample_inputs is not None:
+        wrapped(sample_inputs[:1])
+    return wrapped
+
+
+def _inference_name(model):
+    # A TF name scope may not start with "_" (Keras names `_Net` "_net").
+    return re.sub(r"^[^A-Za-z0-9.]+", "", f"{model.name}_inference")
+
+
+def _has_graph(model):
+    try:
+        return bool(model.inputs) and bool(model.outputs)
+    except (AttributeError, ValueError):
+        return False
 
 
 def count_params(model, *, auxiliary=False):

@@ -82,6 +82,10 @@ CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 MODEL_FILE = "model.keras"
 RESULTS_FILE = "results.json"
+# A few test images saved beside the model, so that an export checks the converted
+# files on real inputs without the dataset (`bnas_tf.launch --mode=export`).
+SAMPLE_INPUTS_FILE = "sample_inputs.npy"
+NUM_SAMPLE_INPUTS = 8
 CHECKPOINTS_TO_KEEP = 2
 INITIAL_LOSS_SCALE = 2.0**15
 LOSS_SCALE_GROWTH_STEPS = 2000
@@ -324,6 +328,9 @@ def train(
     }
     if chief:
         model.save(model_path)
+        samples = next(iter(data.test.unbatch().batch(NUM_SAMPLE_INPUTS).take(1)))[0]
+        with tf.io.gfile.GFile(os.path.join(model_dir, SAMPLE_INPUTS_FILE), "wb") as f:
+            np.save(f, np.asarray(samples, dtype=np.float32), allow_pickle=False)
         with tf.io.gfile.GFile(os.path.join(model_dir, RESULTS_FILE), "w") as f:
             json.dump(results, f, indent=2)
     return results

@@ -33,6 +33,7 @@ import tensorflow as tf  # noqa: E402
 
 from bnas_tf import export  # noqa: E402
 from bnas_tf import layers  # noqa: E402
+from bnas_tf import network  # noqa: E402
 from bnas_tf import summary  # noqa: E402
 from bnas_tf.errors import BnasError, ConfigError  # noqa: E402
 
@@ -190,7 +191,7 @@ def test_tuple_output_model_exports_its_logits(tmp_path):
     _randomize(model)
     result = export.export(model, tmp_path / "aux", sample_inputs=x)
     reloaded = keras.saving.load_model(result["keras"])
-    assert isinstance(reloaded, export.InferenceModel)
+    assert isinstance(reloaded, network.InferenceModel)
     assert reloaded(x).shape == (4, 4)
     report = export.verify(result["export_dir"], x, model)
     for artifact in ("saved_model", "keras", "tflite", "lce_tflite"):

@@ -9,7 +9,7 @@ import pytest
 
 from bnas_tf import genotypes as gt
 
-from cli_util import DEMO, check_genotype, read_history, run  # noqa: E402
+from cli_util import DEMO, LAUNCH, check_genotype, read_history, run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,16 @@ def test_demo_writes_every_output(demo):
     # A new graph per round and per trial: their first calls are a real part of a demo search.
     assert 0 < cost["trace_seconds"] < cost["seconds"] and 0 < cost["checkpoint_seconds"] < cost["seconds"]
     assert "Traced the search step" in result.stderr
+
+
+def test_export_alone_on_the_trained_run_directory(demo):
+    """The README's `--mode=export --model_dir=DIR` and nothing else (the demo trained on
+    the digits; the default --dataset is CIFAR-10, which is not there): the model loads
+    because `import bnas_tf` registers its layers, and the export is checked on the test
+    images that training saved beside the model."""
+    model_dir, _ = demo
+    assert (model_dir / "train" / "sample_inputs.npy").exists()
+    result = run(LAUNCH + ["--mode=export", f"--model_dir={model_dir}"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "Export check" in result.stderr
+    assert (model_dir / "export" / "model_lce.tflite").exists()

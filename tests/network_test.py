@@ -339,3 +339,27 @@ def test_stride_two_windows_are_aligned_as_in_darts(name, size):
         assert support and min(support) + max(support) == 8, (name, support)
         if name.endswith("pool_3x3"):
             assert support == [4]
+
+
+def test_import_bnas_tf_is_enough_to_load_a_saved_network(tmp_path):
+    """A fresh process that imports only `bnas_tf` (and Keras) loads a saved network
+    in safe mode: every block, quantizer, constraint and the inference wrapper is registered."""
+    import subprocess
+    import sys
+
+    model = network.build_network(genotypes.get("DARTS_V2"), num_classes=10, init_channels=8, layers=5,
+                                  auxiliary=True, binarization="pcnn", binary_activations=True)
+    x = np.random.RandomState(0).randn(2, 32, 32, 3).astype("float32")
+    path, inputs, expected = tmp_path / "net.keras", tmp_path / "x.npy", tmp_path / "y.npy"
+    model.save(path)
+    np.save(inputs, x)
+    np.save(expected, np.asarray(model(x, training=False)[0]))
+    code = ("import sys, numpy as np, bnas_tf, keras; "
+            "m = keras.models.load_model(sys.argv[1], safe_mode=True); "
+            "y = m(np.load(sys.argv[2]), training=False)[0]; "
+            "print(float(np.abs(np.asarray(y) - np.load(sys.argv[3])).max()))")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", code, str(path), str(inputs), str(expected)],
+                            capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.strip().splitlines()[-1]) == 0.0

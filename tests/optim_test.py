@@ -207,10 +207,3 @@ def test_training_adam_matches_keras_adam():
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a.numpy(), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert int(opt.iterations.numpy()) == 3
-
-
-def test_the_launcher_offers_the_library_optimizers():
-    """bnas_tf.launch names the optimizers without importing TensorFlow; the names must agree."""
-    from bnas_tf import launch, optim
-
-    assert launch.OPTIMIZERS == optim.OPTIMIZERS
