@@ -184,6 +184,9 @@ def run_search(strategy):
     search_dir = FLAGS.model_dir
     if os.path.exists(os.path.join(search_dir, "genotype.json")) and FLAGS.mode == "all":
         from bnas_tf import genotypes
+        from bnas_tf.search.pcdarts import check_resume_settings
+
+        check_resume_settings(config, search_dir, FLAGS.search)  # the genotype is that search's
 
         logging.info("Search already finished: reusing %s/genotype.json.", search_dir)
         return genotypes.load(os.path.join(search_dir, "genotype.json"))
@@ -335,6 +338,9 @@ def main(argv):
     del argv
     from bnas_tf.errors import BnasError
 
+    from bnas_tf import interrupt
+
+    interrupt.install()
     try:
         import tensorflow as tf
 
@@ -359,6 +365,12 @@ def main(argv):
         logging.error("%s", err)
         sys.stderr.write(f"bnas_tf: error: {err}\n")
         sys.exit(2)
+    except KeyboardInterrupt:
+        message = (f"Interrupted. What was checkpointed in {FLAGS.model_dir} is kept: run the same command "
+                   "again to resume.")
+        logging.warning("%s", message)
+        sys.stderr.write(f"bnas_tf: {message}\n")
+        sys.exit(130)
 
 
 def run():

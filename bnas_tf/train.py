@@ -62,21 +62,23 @@ import os
 import time
 
 from absl import logging
-from google.protobuf import text_format
 import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from bnas_tf import amplitude as amp
+from bnas_tf import checkpoints
 from bnas_tf import data as data_lib
 from bnas_tf import genotypes as genotypes_lib
+from bnas_tf import interrupt
 from bnas_tf import layers as layers_lib
 from bnas_tf import network
 from bnas_tf import optim
 from bnas_tf.errors import StateError
 from bnas_tf.errors import TrainingError
 from bnas_tf.errors import bad_value
+from bnas_tf.search import statefile
 
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
@@ -86,6 +88,11 @@ RESULTS_FILE = "results.json"
 # files on real inputs without the dataset (`bnas_tf.launch --mode=export`).
 SAMPLE_INPUTS_FILE = "sample_inputs.npy"
 NUM_SAMPLE_INPUTS = 8
+SETTINGS_FILE = "train_settings.json"  # what a resumed run must match
+# What defines the trained network and its data: a resume must keep them. The optimisation
+# settings may change (the advice after a diverged loss is a lower learning rate): logged.
+_NETWORK_SETTINGS = ("genotype", "dataset", "init_channels", "layers", "binarization", "binary_activations",
+                     "full_precision_preprocess", "imagenet", "auxiliary", "theta", "seed")
 CHECKPOINTS_TO_KEEP = 2
 INITIAL_LOSS_SCALE = 2.0**15
 LOSS_SCALE_GROWTH_STEPS = 2000
@@ -255,6 +262,16 @@ def train(
         tf.io.gfile.makedirs(model_dir)
     checkpoint_dir = os.path.join(model_dir, CHECKPOINT_DIR)
     manager = _manager(loop.checkpoint, checkpoint_dir, CHECKPOINTS_TO_KEEP)
+    settings = dict(
+        genotype=genotype.to_json(), dataset=spec.name, batch_size=batch_size, learning_rate=learning_rate,
+        optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip,
+        auxiliary=auxiliary, auxiliary_weight=auxiliary_weight, drop_path=drop_path, cutout=cutout, label_smoothing=label_smoothing,
+        mixed_precision=bool(mixed_precision), init_channels=init_channels, layers=layers,
+        binarization=binarization, binary_activations=binary_activations,
+        full_precision_preprocess=full_precision_preprocess, theta=theta, amplitude_lr=amplitude_lr,
+        imagenet=imagenet, seed=seed, steps_per_epoch=steps_per_epoch,
+    )
+    _check_settings(model_dir, settings, resuming=manager.latest_checkpoint is not None, chief=chief)
     # Every worker restores the chief's checkpoint; the others save to a scratch directory.
     initial_epoch = _restore(loop, manager, checkpoint_dir)
     if not chief:
@@ -647,6 +664,7 @@ def _run_epoch(loop, dataset, epoch, epochs, steps, log_every, verbose, kept):
     seen = 0
     for step, batch in enumerate(dataset):
         out = loop.train_step(batch)
+        interrupt.check()
         if not out["finite"] or not math.isfinite(out["loss"]):
             raise TrainingError(
                 f"Training diverged: non-finite loss or gradients at epoch {epoch + 1}/{epochs}, step "
@@ -682,15 +700,26 @@ def _tf_variable(variable):
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
-def _manager(checkpoint, directory, max_to_keep):
+def _check_settings(model_dir, settings, resuming, chief):
+    """A run resumes only with the settings it started with (the epochs may grow)."""
+    path = os.path.join(model_dir, SETTINGS_FILE)
+    if not resuming and chief and tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)  # no checkpoint yet: this call starts the run
     try:
-        return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
-    except (tf.errors.OpError, ValueError, text_format.ParseError) as err:
-        state_file = os.path.join(directory, "checkpoint")
-        raise StateError(
-            f"Cannot read the checkpoint list {state_file}: {err}. Delete that file and write a new one naming "
-            'the last good checkpoint (model_checkpoint_path: "ckpt-N"), or use a new model_dir.'
-        ) from None
+        diff = statefile.settings_changes(path, settings) if chief or tf.io.gfile.exists(path) else {}
+    except statefile.Unreadable as err:
+        raise StateError(f"Cannot read the training settings ({err}). Delete {path} if the flags are those "
+                         "the run started with, or use a new model_dir.") from None
+    refused = {k: v for k, v in diff.items() if k in _NETWORK_SETTINGS}
+    if refused:
+        raise StateError(f"The training in {model_dir} was started for another network or data: "
+                         f"{statefile.describe(refused)}. Resume it with the same flags, or use a new model_dir.")
+    if diff:
+        logging.warning("Resuming the training with %s.", statefile.describe(diff))
+
+
+def _manager(checkpoint, directory, max_to_keep):
+    return checkpoints.manager(checkpoint, directory, max_to_keep)
 
 
 def _restore(loop, manager, checkpoint_dir):
@@ -704,7 +733,7 @@ def _restore(loop, manager, checkpoint_dir):
         raise StateError(
             f"Cannot restore checkpoint {latest} (in {checkpoint_dir}): {err}. It is corrupt or was written "
             "for another network (genotype, layers, channels, binarization). Delete this checkpoint's files "
-            f"({os.path.basename(latest)}.*) to resume from the previous one, or use a new model_dir."
+            f"({os.path.basename(latest)}.*) to resume from the one before, or use a new model_dir."
         ) from None
     return int(loop.epoch.numpy())
 

@@ -6,6 +6,7 @@ demo's 7 rounds, and it costs a third as much. The uninterrupted run of the
 same command is the reference.
 """
 
+import json
 import signal
 import subprocess
 import time
@@ -48,7 +49,11 @@ def test_killed_search_resumes_to_the_same_genotype(reference, tmp_path):
         if process.poll() is None:
             process.kill()
     assert not (model_dir / "genotype.json").exists()
+    with open(model_dir / "elapsed.json") as f:
+        before = json.load(f)["seconds"]  # the killed process's time up to its last checkpoint
+    started = time.time()
     result = run(args)
+    resumed_seconds = time.time() - started
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Restored the search checkpoint" in result.stderr
     assert check_genotype(model_dir / "genotype.json") == check_genotype(reference / "genotype.json")
@@ -58,3 +63,7 @@ def test_killed_search_resumes_to_the_same_genotype(reference, tmp_path):
     reference_trials = [r for r in read_history(reference) if r["record"] == "trial"]
     assert len(trials) == len(reference_trials) == 5  # none lost
     assert [r["k"] for r in history if r["record"] == "round"] == [4, 3, 2]
+    # The search cost (the paper's GPU-days) counts both processes, not the last one alone.
+    with open(model_dir / "search_cost.json") as f:
+        seconds = json.load(f)["seconds"]
+    assert before < seconds < before + resumed_seconds

@@ -275,3 +275,21 @@ def test_final_genotype_rule():
                     expected.append((runner_up if op == "none" else op, e - first))
                 first += node + 2
             assert list(genotype.cell(t)[0]) == expected
+
+
+def test_a_resume_with_other_settings_is_refused(tmp_path):
+    from bnas_tf.errors import StateError
+
+    config = _config()
+    pcdarts.check_resume_settings(config, str(tmp_path), "bnas")
+    pcdarts.check_resume_settings(config, str(tmp_path), "bnas")  # the same settings: resumes
+    pcdarts.check_resume_settings(_config(data_dir="/elsewhere"), str(tmp_path), "bnas")  # data moved: fine
+    with pytest.raises(StateError, match=r"heldout_size=64 \(now 128\), trial_batch_size=32 \(now 64\)\."):
+        pcdarts.check_resume_settings(_config(learning_rate=0.05, trial_batch_size=64, heldout_size=128),
+                                      str(tmp_path), "bnas")
+    pcdarts.check_resume_settings(_config(learning_rate=0.01), str(tmp_path), "bnas")  # lower lr: allowed
+    with pytest.raises(StateError, match=r"method='bnas' \(now 'pcdarts'\)"):
+        pcdarts.check_resume_settings(config, str(tmp_path), "pcdarts")
+    (tmp_path / pcdarts.SETTINGS_FILE).write_text("{not json")
+    with pytest.raises(StateError, match="Cannot read the search settings"):
+        pcdarts.check_resume_settings(config, str(tmp_path), "bnas")

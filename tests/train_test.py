@@ -203,6 +203,43 @@ def test_corrupt_checkpoint_raises_state_error(runs, tmp_path):
     data_file.write_bytes(b"not a checkpoint")
     with pytest.raises(StateError, match=r"ckpt-3.*corrupt.*Delete"):
         train.train(LIGHT, model_dir=str(model_dir), **OPTIONS)
+    # The advice works: without ckpt-3's files (the list still names it) the run resumes
+    # from ckpt-2 and trains the third epoch again.
+    for path in (model_dir / train.CHECKPOINT_DIR).glob("ckpt-3.*"):
+        path.unlink()
+    results = train.train(LIGHT, model_dir=str(model_dir), **OPTIONS)
+    assert results["initial_epoch"] == 2 and results["epochs_run"] == 1
+
+
+def test_a_resume_for_another_network_is_refused(runs, tmp_path):
+    model_dir = tmp_path / "other"
+    shutil.copytree(runs["straight"], model_dir)
+    # Same variables, another cell: a pooling swapped (TensorFlow would restore it without a word).
+    other = genotypes.Genotype(
+        normal=[("avg_pool_3x3" if op == "max_pool_3x3" else op, i) for op, i in LIGHT.normal],
+        normal_concat=LIGHT.normal_concat, reduce=LIGHT.reduce, reduce_concat=LIGHT.reduce_concat)
+    assert other != LIGHT
+    with pytest.raises(StateError, match=r"another network or data: genotype="):
+        train.train(other, model_dir=str(model_dir), **OPTIONS)
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_lost_checkpoint_list_loses_no_checkpoint(runs, tmp_path, damage):
+    """Without a readable `checkpoint` list TensorFlow would start again at epoch 1 and
+    overwrite, then delete, the good checkpoints: the list is rebuilt from the files."""
+    model_dir = tmp_path / damage
+    shutil.copytree(runs["straight"], model_dir)
+    checkpoint_dir = model_dir / train.CHECKPOINT_DIR
+    listed = checkpoint_dir / "checkpoint"
+    if damage == "missing":
+        listed.unlink()
+    else:
+        listed.write_text('model_checkpoint_path: "ckpt-3\nall_model_')  # torn write
+    before = {p.name: p.read_bytes() for p in checkpoint_dir.glob("ckpt-3.*")}
+    results = train.train(LIGHT, model_dir=str(model_dir), **dict(OPTIONS, epochs=EPOCHS + 1))
+    assert results["initial_epoch"] == EPOCHS and results["epochs_run"] == 1
+    assert {p.name: p.read_bytes() for p in checkpoint_dir.glob("ckpt-3.*")} == before
+    assert tf.train.latest_checkpoint(str(checkpoint_dir)).endswith(f"ckpt-{EPOCHS + 1}")
 
 
 def test_finished_run_is_not_trained_again_and_bad_epochs_raise(runs, tmp_path):

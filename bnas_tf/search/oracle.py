@@ -647,9 +647,11 @@ class BnasOracle(keras_tuner.Oracle):
         same trial (same id and values) out again.
         """
         fname = self._get_oracle_fname()
+        search_dir = os.path.dirname(os.path.normpath(self._project_dir))
         advice = (
-            f"Delete {self._project_dir} to restart the search from scratch, or use "
-            "another --model_dir."
+            f"Start the search again in another --model_dir, or delete the whole {search_dir} first "
+            "(its Oracle state and its checkpoints belong together: deleting one of them mixes a "
+            "fresh start with a search in progress)."
         )
         if not os.path.exists(fname) and "://" not in fname:
             raise StateError(f"Cannot resume the search: {fname} is missing. {advice}")

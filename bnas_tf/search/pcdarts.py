@@ -27,6 +27,8 @@ import tensorflow as tf
 from absl import logging
 
 from bnas_tf import amplitude
+from bnas_tf import checkpoints
+from bnas_tf import interrupt
 from bnas_tf import data as data_lib
 from bnas_tf import distribute
 from bnas_tf import tracing
@@ -108,6 +110,34 @@ class SearchConfig:
             raise ConfigError(f"Invalid `optimizer`: expected one of {', '.join(OPTIMIZERS)}. "
                               f"Received: optimizer={self.optimizer!r}")
         return self
+
+
+SETTINGS_FILE = "search_settings.json"
+# Settings a resumed search may change: where the data lives, and the learning rates (the advice
+# after a diverged loss is to resume with lower ones); a change of these is logged.
+_RESUMABLE_CHANGES = ("data_dir", "learning_rate", "learning_rate_min", "arch_learning_rate",
+                      "amplitude_learning_rate")
+
+
+def check_resume_settings(config, model_dir, method):
+    """Records the search's settings in `model_dir` at its start; a resume with other settings
+    (another method, batch size, held-out size, steps, ...) is a `StateError` that names every
+    difference, since it would silently mix two searches. Learning rates may change (logged)."""
+    current = {"method": method, **dataclasses.asdict(config)}
+    os.makedirs(model_dir, exist_ok=True)
+    try:
+        diff = statefile.settings_changes(os.path.join(model_dir, SETTINGS_FILE), current)
+    except statefile.Unreadable as err:
+        raise StateError(f"Cannot read the search settings ({err}). Start the search again in a new "
+                         f"--model_dir, or delete the whole {model_dir} first.") from None
+    allowed = {k: v for k, v in diff.items() if k in _RESUMABLE_CHANGES}
+    refused = {k: v for k, v in diff.items() if k not in _RESUMABLE_CHANGES}
+    if refused:
+        raise StateError(
+            f"The search in {model_dir} was started with other settings: {statefile.describe(refused)}. "
+            "Resume it with the same flags, or start a new search in another --model_dir.")
+    if allowed:
+        logging.warning("Resuming the search with %s.", statefile.describe(allowed))
 
 
 @contextlib.contextmanager
@@ -224,6 +254,7 @@ class Searcher:
         self.model_dir = model_dir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.total_units = total_units or config.epochs
+        self._start_clock()  # restarted by restore()
         os.makedirs(model_dir, exist_ok=True)
         if splits is None:
             splits = data_lib.search_splits(
@@ -275,9 +306,7 @@ class Searcher:
             amp_opt=self.amp_opt,
             unit=self.unit,
         )
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2
-        )
+        self.manager = checkpoints.manager(self.checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2)
         self._fns = {}
         # Where the search loop's time goes besides training steps: "trace" is the
         # first call of every new step graph (tracing, building the graph and that
@@ -292,8 +321,20 @@ class Searcher:
         )
 
     # ---- checkpoints ------------------------------------------------------------------
+    ELAPSED_FILE = "elapsed.json"
+
+    @property
+    def elapsed_seconds(self):
+        """The search's wall time over every process that ran it: the time each one spent up
+        to its last checkpoint (kept in elapsed.json), plus this one's since `restore()`."""
+        return self._seconds_before + (time.time() - self._clock_start)
+
+    def _start_clock(self, seconds_before=0.0):
+        self._seconds_before, self._clock_start = float(seconds_before), time.time()
+
     def restore(self):
         """Restores the latest checkpoint if any; returns the finished unit count."""
+        self._start_clock()
         latest = self.manager.latest_checkpoint
         if latest is None:
             return 0
@@ -302,10 +343,19 @@ class Searcher:
         except (tf.errors.OpError, AssertionError, ValueError) as err:
             raise StateError(
                 f"Cannot restore the search checkpoint {latest}: {str(err).splitlines()[0]}. "
-                "It is corrupt or from a different configuration: delete "
-                f"{os.path.dirname(latest)} to restart the search, or use another --model_dir."
+                "It is corrupt or from a different configuration. Start the search again in a new "
+                f"--model_dir, or delete the whole {self.model_dir} first (its checkpoints and its Oracle "
+                "state belong together: deleting one of them mixes a fresh start with a search in progress)."
             ) from None
         self.model.refresh_alive()
+        elapsed_path = os.path.join(self.model_dir, self.ELAPSED_FILE)
+        try:
+            elapsed = statefile.read(elapsed_path) or {}
+        except statefile.Unreadable:
+            logging.warning("%s is unreadable: the search cost counts this process's time only.", elapsed_path)
+            elapsed = {}
+        if elapsed.get("unit") == int(self.unit.numpy()):
+            self._start_clock(elapsed.get("seconds", 0.0))
         logging.info("Restored the search checkpoint %s (unit %d).", latest, int(self.unit.numpy()))
         return int(self.unit.numpy())
 
@@ -316,6 +366,8 @@ class Searcher:
             statefile.write(os.path.join(self.model_dir, "pending_unit.json"), pending, indent=1)
         if self.is_chief:
             self.manager.save(checkpoint_number=int(self.unit.numpy()))
+            statefile.write(os.path.join(self.model_dir, self.ELAPSED_FILE),
+                            {"unit": int(self.unit.numpy()), "seconds": self.elapsed_seconds})
         self.seconds["checkpoint"] += time.perf_counter() - start
 
     def pending(self):
@@ -525,6 +577,7 @@ class Searcher:
             if i >= steps:
                 break
             loss, correct, _ = step(*batch)
+            interrupt.check()
             loss = float(loss)
             if not math.isfinite(loss):
                 raise TrainingError(
@@ -620,9 +673,9 @@ def _run_pcdarts(config, model_dir, strategy):
             f"Invalid `arch_freeze_epochs`: alpha/beta would never be trained in a {config.epochs}-epoch "
             f"search; expected fewer than epochs={config.epochs}. Received: "
             f"arch_freeze_epochs={config.arch_freeze_epochs}")
+    check_resume_settings(config, model_dir, "pcdarts")
     searcher = Searcher(config, model_dir, strategy, total_units=pcdarts_units(config))
     start_unit = searcher.restore()
-    begin = time.time()
     for epoch in range(start_unit, config.epochs):
         update_arch = epoch >= config.arch_freeze_epochs
         logging.info("PC-DARTS epoch %d/%d (lr %.5f, %s)", epoch + 1, config.epochs,
@@ -635,5 +688,5 @@ def _run_pcdarts(config, model_dir, strategy):
         logging.info("genotype: %s", searcher.genotype())
         searcher.save()
     genotype = searcher.genotype()
-    return searcher, genotype, time.time() - begin
+    return searcher, genotype, searcher.elapsed_seconds
 

@@ -47,3 +47,28 @@ def read(path):
     if not isinstance(state, dict):
         raise Unreadable(f"{path} holds a JSON {type(state).__name__}, not an object.")
     return state
+
+
+def settings_changes(path, settings):
+    """Records `settings` (a JSON-able dict) in `path` if it holds none; else the differences
+    from the recorded ones, {key: (recorded, now)} (empty: the same settings).
+
+    Raises `Unreadable` for a file that is there but cannot be read.
+    """
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
+    saved = read(path)
+    if saved is None:
+        write(path, settings, indent=1)
+        return {}
+    return {key: (saved.get(key), settings.get(key))
+            for key in sorted(set(saved) | set(settings)) if saved.get(key) != settings.get(key)}
+
+
+def describe(changes):
+    """"key=recorded (now current), ..." of `settings_changes`'s result."""
+
+    def shown(value):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    return ", ".join(f"{key}={shown(old)} (now {shown(new)})" for key, (old, new) in changes.items())

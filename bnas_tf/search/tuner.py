@@ -31,7 +31,7 @@ from bnas_tf.errors import ConfigError
 from bnas_tf.search import outputs
 from bnas_tf.search import statefile
 from bnas_tf.search.oracle import BnasOracle
-from bnas_tf.search.pcdarts import Searcher, search_graph_options
+from bnas_tf.search.pcdarts import Searcher, check_resume_settings, search_graph_options
 
 
 def total_units(config):
@@ -207,6 +207,7 @@ def _run_bnas(config, model_dir, strategy):
         raise ConfigError(
             f"Invalid `warmup_freeze_epochs`: the warm-up has only warmup_epochs={config.warmup_epochs}. "
             f"Received: warmup_freeze_epochs={config.warmup_freeze_epochs}")
+    check_resume_settings(config, model_dir, "bnas")
     searcher = Searcher(config, model_dir, strategy, total_units=total_units(config))
     oracle = BnasOracle(
         k=config.k,
@@ -221,6 +222,5 @@ def _run_bnas(config, model_dir, strategy):
         history_path=os.path.join(model_dir, "search_history.jsonl"),
     )
     tuner = BnasTuner(oracle, searcher, directory=model_dir, project_name="tuner")
-    begin = time.time()
     genotype = tuner.run()
-    return searcher, genotype, time.time() - begin
+    return searcher, genotype, searcher.elapsed_seconds
