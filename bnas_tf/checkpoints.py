@@ -50,5 +50,5 @@ def manager(checkpoint, directory, max_to_keep):
         what = "is missing or unreadable" if listed is None else f"names {os.path.basename(listed)}, whose files are gone"
         logging.warning("The checkpoint list in %s %s; rebuilt from the files on disk (%s), resuming from %s.",
                         directory, what, ", ".join(os.path.basename(f) for f in files), os.path.basename(files[-1]))
-        tf.train.update_checkpoint_state(directory, files[-1], all_model_checkpoint_paths=files)
+        tf.compat.v1.train.update_checkpoint_state(directory, files[-1], all_model_checkpoint_paths=files)
     return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)

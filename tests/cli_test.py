@@ -12,6 +12,7 @@ PCDARTS = LAUNCH + ["--flagfile=configs/demo.flags", "--mode=search", "--search=
                     "--arch_freeze_epochs=0", "--steps_per_epoch=3"]
 
 
+@pytest.mark.slow
 def test_pcdarts_search_end_to_end(tmp_path):
     """Plain PC-DARTS (the baseline) through the command line: a valid genotype and its diagrams.
 

@@ -211,17 +211,20 @@ def comparison(tmp_path_factory):
     return np.load(out_dir / "result.npz"), results, result.stderr
 
 
+@pytest.mark.slow
 def test_mirrored_replicas_record_only_package_frames(comparison):
     """Each replica is traced in a thread of its own; its ops still record only bnas_tf's frames."""
     assert comparison[1]["tf_frames_in_mirrored_step"] == 0
 
 
+@pytest.mark.slow
 def test_strategy_and_replicas_are_logged(comparison):
     stderr = comparison[2]
     assert "Distribution strategy: OneDeviceStrategy with 1 replica(s) in sync." in stderr
     assert "Distribution strategy: MirroredStrategy with 2 replica(s) in sync." in stderr
 
 
+@pytest.mark.slow
 def test_each_edge_computes_with_its_own_weights(comparison):
     """Every edge of a kind runs one shared tf.function (`OpTemplates`); it must get that edge's
     weights. A tf.distribute variable (MirroredVariable) passed to a tf.function as an argument
@@ -232,6 +235,7 @@ def test_each_edge_computes_with_its_own_weights(comparison):
     assert results["mirrored"]["template_error"] < 1e-12
 
 
+@pytest.mark.slow
 def test_mirrored_search_matches_one_device(comparison):
     arrays, results, _ = comparison
     paths = results["paths"]
@@ -255,6 +259,7 @@ def test_mirrored_search_matches_one_device(comparison):
         assert moved, name
 
 
+@pytest.mark.slow
 def test_replicas_hold_the_same_values(comparison):
     spread = comparison[1]["replica_spread"]
     assert any("moving_mean" in p for p in spread)

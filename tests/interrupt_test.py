@@ -23,6 +23,7 @@ def test_the_first_ctrl_c_is_recorded_for_the_loops_the_second_raises():
     interrupt.check()  # nothing requested: returns
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_search_with_one_message(tmp_path):
     from cli_util import DEMO, ENV, REPO, TIMEOUT
 

@@ -55,11 +55,13 @@ def _train(tmp_path, **kwargs):
     return train.train(**options)
 
 
+@pytest.mark.slow
 def test_a_1bit_network_learns_the_digits(tmp_path):
     results = _train(tmp_path, binary_activations=True, full_precision_preprocess=True, epochs=5)  # 0.836, 0.816 (seeds 0, 1)
     assert results["test_accuracy"] >= 0.7, results["history"]
 
 
+@pytest.mark.slow
 def test_a_binary_weight_network_learns_the_digits(tmp_path):
     results = _train(tmp_path, epochs=3)  # 0.914
     assert results["test_accuracy"] >= 0.85, results["history"]

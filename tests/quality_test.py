@@ -59,6 +59,7 @@ def test_bad_arguments_give_one_message(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_command_trains_and_writes_the_readme_table(tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text(f"x\n{quality.README_BEGIN}\nold\n{quality.README_END}\ny\n")

@@ -15,6 +15,8 @@ import pytest
 
 from cli_util import DEMO, ENV, REPO, TIMEOUT, check_genotype, read_history, run  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the command line
+
 SHORT = DEMO + ["--mode=search", "--k=4", "--t=1", "--v_epochs=0", "--warmup_epochs=1", "--steps_per_epoch=4",
                 "--heldout_size=64"]
 

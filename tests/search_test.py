@@ -224,6 +224,7 @@ def test_search_graphs_raise_no_retracing_warning(tmp_path):
     assert [m for m in messages if "retracing" in m] == []
 
 
+@pytest.mark.slow
 def test_bnas_search_with_warmup_freeze_and_v_epochs(tmp_path, monkeypatch):
     """Algorithm 1 end to end in process (K 3 -> 1, T = 1): L = 2 warm-up epochs of which
     the first keeps alpha/beta frozen (line 1), and V = 1 PC-DARTS epoch after each round
