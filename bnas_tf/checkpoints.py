@@ -16,7 +16,6 @@ import tensorflow as tf
 from absl import logging
 from google.protobuf import text_format
 
-LIST_FILE = "checkpoint"
 _INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 
 
@@ -47,7 +46,8 @@ def manager(checkpoint, directory, max_to_keep):
     files = on_disk(directory)
     listed = _listed(directory)
     if files and listed not in files:
-        what = "is missing or unreadable" if listed is None else f"names {os.path.basename(listed)}, whose files are gone"
+        what = ("is missing or unreadable" if listed is None
+                else f"names {os.path.basename(listed)}, whose files are gone")
         logging.warning("The checkpoint list in %s %s; rebuilt from the files on disk (%s), resuming from %s.",
                         directory, what, ", ".join(os.path.basename(f) for f in files), os.path.basename(files[-1]))
         tf.compat.v1.train.update_checkpoint_state(directory, files[-1], all_model_checkpoint_paths=files)

@@ -372,6 +372,22 @@ def batch_norm(affine=True, name=None):
     return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name)
 
 
+def strided_shape(input_shape, strides, channels=None):
+    """(n, ceil(h / strides), ceil(w / strides), channels) of an NHWC `input_shape`
+    ("same" output sizes; `channels` None keeps the input's)."""
+    n, h, w, c = input_shape
+    s = strides
+    return (n, None if h is None else -(-h // s), None if w is None else -(-w // s),
+            c if channels is None else channels)
+
+
+def apply_sequence(sequence, x, training=None):
+    """Calls the layers of `sequence` in turn; BatchNorm layers get `training`."""
+    for layer in sequence:
+        x = layer(x, training=training) if isinstance(layer, keras.layers.BatchNormalization) else layer(x)
+    return x
+
+
 def track_sublayers(owner, attribute, sublayers):
     """Makes the layers of the list `owner.<attribute>` visible to `tf.train.Checkpoint`.
 
@@ -451,13 +467,7 @@ class _Block(keras.layers.Layer):
             shape = layer.compute_output_shape(shape)
 
     def call(self, inputs, training=None):
-        x = inputs
-        for layer in self._body:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                x = layer(x, training=training)
-            else:
-                x = layer(x)
-        return x
+        return apply_sequence(self._body, inputs, training)
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -537,9 +547,7 @@ class BinarizedSepConv(_Block):
     def compute_output_shape(self, input_shape):
         if self._body is not None:
             return super().compute_output_shape(input_shape)
-        n, h, w, _ = input_shape
-        s = self.strides
-        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s), self.filters)
+        return strided_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         return {
@@ -613,8 +621,7 @@ class FactorizedReduce(_Block):
         return self.bn(y, training=training)
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        return (n, None if h is None else -(-h // 2), None if w is None else -(-w // 2), self.filters)
+        return strided_shape(input_shape, 2, self.filters)
 
     def binarized_convs(self):
         return [self.conv_1, self.conv_2]

@@ -38,9 +38,7 @@ class Zero(keras.layers.Layer):
         return ops.zeros_like(inputs)
 
     def compute_output_shape(self, input_shape):
-        n, h, w, c = input_shape
-        s = self.strides
-        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s), c)
+        return layers.strided_shape(input_shape, self.strides)
 
     def get_config(self):
         return {**super().get_config(), "strides": self.strides}
@@ -72,7 +70,7 @@ class PoolBN(keras.layers.Layer):
 
     def build(self, input_shape):
         if self.bn is not None:
-            self.bn.build(self.pool.compute_output_shape(input_shape))
+            self.bn.build(self.compute_output_shape(input_shape))
 
     def pooled(self, inputs):
         """The pooling, with DARTS's alignment of strided windows."""
@@ -84,9 +82,7 @@ class PoolBN(keras.layers.Layer):
         return x if self.bn is None else self.bn(x, training=training)
 
     def compute_output_shape(self, input_shape):
-        n, h, w, c = input_shape
-        s = self.strides
-        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s), c)
+        return layers.strided_shape(input_shape, self.strides)
 
     def get_config(self):
         return {

@@ -261,11 +261,12 @@ def train(
     if chief:
         tf.io.gfile.makedirs(model_dir)
     checkpoint_dir = os.path.join(model_dir, CHECKPOINT_DIR)
-    manager = _manager(loop.checkpoint, checkpoint_dir, CHECKPOINTS_TO_KEEP)
+    manager = checkpoints.manager(loop.checkpoint, checkpoint_dir, CHECKPOINTS_TO_KEEP)
     settings = dict(
         genotype=genotype.to_json(), dataset=spec.name, batch_size=batch_size, learning_rate=learning_rate,
         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip,
-        auxiliary=auxiliary, auxiliary_weight=auxiliary_weight, drop_path=drop_path, cutout=cutout, label_smoothing=label_smoothing,
+        auxiliary=auxiliary, auxiliary_weight=auxiliary_weight, drop_path=drop_path, cutout=cutout,
+        label_smoothing=label_smoothing,
         mixed_precision=bool(mixed_precision), init_channels=init_channels, layers=layers,
         binarization=binarization, binary_activations=binary_activations,
         full_precision_preprocess=full_precision_preprocess, theta=theta, amplitude_lr=amplitude_lr,
@@ -276,7 +277,7 @@ def train(
     initial_epoch = _restore(loop, manager, checkpoint_dir)
     if not chief:
         scratch_dir = _worker_dir(model_dir, strategy)
-        manager = _manager(loop.checkpoint, scratch_dir, 1)
+        manager = checkpoints.manager(loop.checkpoint, scratch_dir, 1)
     if initial_epoch > epochs:
         raise StateError(
             f"The checkpoint in {checkpoint_dir} has already run {initial_epoch} epochs, more than "
@@ -716,10 +717,6 @@ def _check_settings(model_dir, settings, resuming, chief):
                          f"{statefile.describe(refused)}. Resume it with the same flags, or use a new model_dir.")
     if diff:
         logging.warning("Resuming the training with %s.", statefile.describe(diff))
-
-
-def _manager(checkpoint, directory, max_to_keep):
-    return checkpoints.manager(checkpoint, directory, max_to_keep)
 
 
 def _restore(loop, manager, checkpoint_dir):

@@ -28,9 +28,9 @@ from absl import logging
 
 from bnas_tf import amplitude
 from bnas_tf import checkpoints
-from bnas_tf import interrupt
 from bnas_tf import data as data_lib
 from bnas_tf import distribute
+from bnas_tf import interrupt
 from bnas_tf import tracing
 from bnas_tf.optim import OPTIMIZERS, FlatSGD
 from bnas_tf.errors import ConfigError, StateError, TrainingError

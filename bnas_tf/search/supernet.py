@@ -578,14 +578,8 @@ class Supernet(keras.Model):
         if not self.imagenet:
             x = self.stem_bn(self.stem_conv(inputs), training=training)
             return x, x
-
-        def run(sequence, x):
-            for layer in sequence:
-                x = layer(x, training=training) if isinstance(layer, keras.layers.BatchNormalization) else layer(x)
-            return x
-
-        s0 = run(self.stem0, inputs)
-        return s0, run(self.stem1, s0)
+        s0 = layers.apply_sequence(self.stem0, inputs, training)
+        return s0, layers.apply_sequence(self.stem1, s0, training)
 
     def call(self, inputs, training=None, choice=None):
         s0, s1 = self.stem(inputs, training=training)
