@@ -144,6 +144,8 @@ class DatasetSpec:
         return (self.image_size, self.image_size, self.channels)
 
 
+DIGITS_FACES_TRAIN_CLASSES = 7
+
 _SPECS = {
     "cifar10": DatasetSpec(
         name="cifar10", num_classes=10, image_size=32, train_size=50_000,
@@ -161,6 +163,12 @@ _SPECS = {
     "digits": DatasetSpec(
         name="digits", num_classes=10, image_size=32, train_size=1438,
         test_size=359, test_split="test", flip=False, crop_padding=4,
+        cutout=8, in_memory=True),
+    # The face demo's training identities: digits 0-6 (7-9 are the unseen identities of
+    # its verification pairs, `bnas_tf.face.sources.digits_identities`).
+    "digits_faces": DatasetSpec(
+        name="digits_faces", num_classes=DIGITS_FACES_TRAIN_CLASSES, image_size=32, train_size=None,
+        test_size=None, test_split="test", flip=False, crop_padding=4,
         cutout=8, in_memory=True),
 }
 
@@ -794,9 +802,13 @@ def _imagenet_eval_transform(spec_, encoded, seed):
 
 def _load_split(spec_, split, data_dir, download):
     """Returns (uint8 images [n, h, w, 3], int32 labels [n]) of a split."""
-    if spec_.name == "digits":
-        train, test = _digits()
-        return train if split == "train" else test
+    if spec_.name in ("digits", "digits_faces"):
+        train, test = digits_arrays()
+        images, labels = train if split == "train" else test
+        if spec_.name == "digits_faces":
+            seen = labels < DIGITS_FACES_TRAIN_CLASSES
+            images, labels = images[seen], labels[seen]
+        return images, labels
     builder = _builder(spec_, data_dir, download)
     ds = _as_dataset(builder, spec_, split, data_dir)
     ds = ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)),
@@ -821,7 +833,7 @@ def _load_split(spec_, split, data_dir, download):
 
 
 @functools.lru_cache(maxsize=1)
-def _digits():
+def digits_arrays():
     """scikit-learn digits at 32x32x3 uint8: ((x_train, y_train), (x_test, y_test))."""
     from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
 

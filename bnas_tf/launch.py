@@ -19,7 +19,11 @@ from absl import app, flags, logging
 from bnas_tf.amplitude import SCHEMES
 from bnas_tf.optim import OPTIMIZERS
 
-MODES = ("search", "train", "export", "all")
+MODES = ("search", "train", "export", "all", "convert")
+# Face recognition: casia_webface (Sec. 4.4), digits_faces the offline demo (digits 0-6 train, 7-9 verify).
+FACE_DATASETS = ("casia_webface", "digits_faces")
+BACKBONES = ("genotype", "resnet18", "resnet34", "resnet50", "resnet100")
+HEADS = ("arcface", "cosface", "softmax")
 SEARCHES = ("bnas", "pcdarts")
 
 FLAGS = flags.FLAGS
@@ -29,10 +33,14 @@ def define_flags():
     """Defines every flag of bnas_tf (called once, at import of this module)."""
     # What to do and where.
     flags.DEFINE_enum("mode", "all", MODES, "search: find a genotype; train: train the network of --genotype; "
-                      "export: write SavedModel/.keras/TFLite/LCE; all: the three in turn.")
+                      "export: write SavedModel/.keras/TFLite/LCE; all: the three in turn; convert: turn the "
+                      "CASIA-WebFace images in --data_dir (identity folders or train.rec) into TFRecords in "
+                      "--model_dir.")
     flags.DEFINE_string("model_dir", None, "Directory of every output, checkpoint and log. Required.")
-    flags.DEFINE_enum("dataset", "cifar10", ("cifar10", "cifar100", "imagenet2012", "digits"),
-                      "digits is embedded (scikit-learn's handwritten digits at 32x32): no download.")
+    flags.DEFINE_enum("dataset", "cifar10", ("cifar10", "cifar100", "imagenet2012", "digits") + FACE_DATASETS,
+                      "digits is embedded (scikit-learn's handwritten digits at 32x32): no download. "
+                      "casia_webface and digits_faces are face recognition (Sec. 4.4): the network gives "
+                      "embeddings, trained with --head and verified on --verification_sets.")
     flags.DEFINE_string("data_dir", None, "tfds data directory holding prepared datasets (tfds's default if unset).")
     flags.DEFINE_integer("seed", 0, "Seed of the data split, the initialisation and the sampling.", lower_bound=0)
     flags.DEFINE_bool("deterministic", True, "Deterministic TensorFlow ops (same seed, same result; a resumed "
@@ -108,6 +116,18 @@ def define_flags():
     flags.DEFINE_float("label_smoothing", None, "Label smoothing (default: 0.1 on ImageNet, else 0).",
                        lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_bool("mixed_precision", False, "mixed_float16 training (GPUs).")
+    # Face recognition (Sec. 4.4, Table 5).
+    flags.DEFINE_enum("backbone", "genotype", BACKBONES, "Face network: the cells of the genotype (BNAS rows of "
+                      "Table 5) or an IR ResNet baseline (64-128-256-512 stages).")
+    flags.DEFINE_enum("head", "arcface", HEADS, "Face classification head (margin on the true class).")
+    flags.DEFINE_float("head_scale", None, "s of CosFace / ArcFace (default: the head's).", lower_bound=0.0)
+    flags.DEFINE_float("head_margin", None, "m of CosFace / ArcFace (default: the head's).", lower_bound=0.0)
+    flags.DEFINE_integer("embedding_size", 512, "Dimension of the face embedding.", lower_bound=1)
+    flags.DEFINE_float("embedding_dropout", 0.0, "Dropout before the embedding layer.", lower_bound=0.0,
+                       upper_bound=0.99)
+    flags.DEFINE_list("verification_sets", None, "Face verification sets, name=path: an insightface .bin file "
+                      "or an image folder with pairs.txt. Default: lfw, cfp_fp and agedb_30 .bin files in "
+                      "--data_dir.")
     # Distribution.
     flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored", "multi_worker", "tpu"),
                       "tf.distribute strategy.")
@@ -178,6 +198,11 @@ def run_search(strategy):
     from bnas_tf.search.pcdarts import run_pcdarts
     from bnas_tf.search.tuner import run_bnas
 
+    if FLAGS.dataset == "casia_webface":
+        from bnas_tf.errors import ConfigError
+
+        raise ConfigError("The search does not read CASIA-WebFace yet: train a found genotype on it with "
+                          "--mode=train --genotype=..., or search on --dataset=digits_faces (the demo).")
     config = search_config(strategy.num_replicas_in_sync)
     logging.info("Global batch: %d (search) and %d (trials), per-replica batch times %d replica(s).",
                  config.batch_size, config.trial_batch_size, strategy.num_replicas_in_sync)
@@ -218,8 +243,78 @@ def _search_cost():
     return None
 
 
+def face_config(genotype):
+    """The FaceConfig that the flags describe."""
+    from bnas_tf.face.train import FaceConfig
+
+    return FaceConfig(
+        backbone=FLAGS.backbone, genotype=genotype if FLAGS.backbone == "genotype" else None,
+        init_channels=FLAGS.init_channels, layers=FLAGS.layers, embedding_size=FLAGS.embedding_size,
+        binarization=FLAGS.binarize, binary_activations=FLAGS.binary_activations,
+        full_precision_preprocess=FLAGS.full_precision_preprocess, theta=FLAGS.theta,
+        dropout=FLAGS.embedding_dropout, head=FLAGS.head, scale=FLAGS.head_scale, margin=FLAGS.head_margin,
+    )
+
+
+def _face_data(batch_size):
+    """(TrainingData, [VerificationSet]) of the face --dataset."""
+    from bnas_tf.errors import ConfigError
+    from bnas_tf.face import data as face_data
+    from bnas_tf.face import sources
+
+    if FLAGS.dataset == "digits_faces":
+        train_data, heldout = sources.digits_identities(batch_size=batch_size, seed=FLAGS.seed)
+        return train_data, [heldout]
+    if not FLAGS.data_dir:
+        raise ConfigError("--dataset=casia_webface needs --data_dir: the CASIA-WebFace training images (TFRecords "
+                          "made by `python -m bnas_tf.launch --mode=convert`, an identity folder, or train.rec).")
+    specs = FLAGS.verification_sets or [
+        os.path.join(FLAGS.data_dir, f"{name}.bin") for name in ("lfw", "cfp_fp", "agedb_30")]
+    verification = [face_data.load_verification(spec) for spec in specs]
+    return sources.from_source(FLAGS.data_dir, batch_size=batch_size, seed=FLAGS.seed), verification
+
+
+def run_convert():
+    """--mode=convert: CASIA-WebFace (identity folders or MXNet train.rec) -> TFRecords."""
+    from bnas_tf.errors import ConfigError
+    from bnas_tf.face import data as face_data
+
+    if not FLAGS.data_dir:
+        raise ConfigError("--mode=convert needs --data_dir: the CASIA-WebFace identity folders (or train.rec); "
+                          "the TFRecords go to --model_dir.")
+    info = face_data.convert(FLAGS.data_dir, FLAGS.model_dir)
+    logging.info("Converted %s into %s: %s.", FLAGS.data_dir, FLAGS.model_dir, info)
+
+
+def _no_search_for_baseline():
+    from bnas_tf.errors import ConfigError
+
+    if FLAGS.mode == "search":
+        raise ConfigError(f"--backbone={FLAGS.backbone} is a fixed baseline: there is nothing to search. Use "
+                          "--mode=train, or --backbone=genotype to search cells.")
+    logging.info("--backbone=%s is a fixed baseline: no search.", FLAGS.backbone)
+
+
+def run_face_train(strategy, genotype):
+    from bnas_tf.face.train import train_face
+
+    replicas = strategy.num_replicas_in_sync
+    train_data, verification = _face_data(FLAGS.batch_size * replicas)
+    return train_face(
+        face_config(genotype), train_data, model_dir=os.path.join(FLAGS.model_dir, "train"),
+        verification=verification, epochs=FLAGS.epochs,
+        learning_rate=FLAGS.learning_rate * (replicas if FLAGS.scale_learning_rate else 1),
+        optimizer=FLAGS.optimizer, weight_decay=FLAGS.weight_decay, grad_clip=FLAGS.grad_clip,
+        amplitude_lr=FLAGS.amplitude_learning_rate, mixed_precision=FLAGS.mixed_precision, seed=FLAGS.seed,
+        strategy=strategy, steps_per_epoch=FLAGS.steps_per_epoch,
+    )
+
+
 def run_train(strategy, genotype):
     from bnas_tf import train
+
+    if FLAGS.dataset in FACE_DATASETS:
+        return run_face_train(strategy, genotype)
 
     return train.train(
         genotype,
@@ -313,25 +408,42 @@ _BNAS_ONLY = ("k", "t", "v_epochs", "warmup_epochs", "warmup_freeze_epochs", "uc
 _PCDARTS_ONLY = ("search_epochs", "arch_freeze_epochs")
 
 
+_FACE_ONLY = ("backbone", "head", "head_scale", "head_margin", "embedding_size", "embedding_dropout",
+              "verification_sets")
+_CLASSIFICATION_ONLY = ("auxiliary", "auxiliary_weight", "drop_path", "cutout", "label_smoothing")
+
+
 def ignored_flags(flag_values=FLAGS):
-    """[(flag, why)] for every flag set (on the command line or in a flagfile) that this run's
-    search does not read, so that a config never holds a setting that silently does nothing."""
-    if flag_values.mode not in ("search", "all"):
-        return []
+    """[(flag, why)] for every flag set (on the command line or in a flagfile) that this run
+    does not read, so that a config never holds a setting that silently does nothing."""
     set_here = [name for name in flag_values if flag_values[name].present]
+    face = flag_values.dataset in FACE_DATASETS
     ignored = []
     for name in set_here:
-        if flag_values.search == "pcdarts" and name in _BNAS_ONLY:
-            ignored.append((name, "only --search=bnas reads it"))
-        elif flag_values.search == "bnas" and name in _PCDARTS_ONLY:
-            ignored.append((name, "only --search=pcdarts reads it"))
-        elif (flag_values.search == "bnas" and flag_values.binary_activations
-              and name in ("warmup_epochs", "warmup_freeze_epochs")):
-            ignored.append((name, "1-bit BNAS has no PC-DARTS warm-up (Sec. 3.3)"))
-        elif (flag_values.search == "bnas" and name == "delta"
-              and not (flag_values.binary_activations if flag_values.ucb is None else flag_values.ucb)):
-            ignored.append((name, "it weighs the UCB term, which is off (--ucb)"))
+        if not face and name in _FACE_ONLY:
+            ignored.append((name, "only the face datasets read it"))
+        elif face and name in _CLASSIFICATION_ONLY:
+            ignored.append((name, "the face network's training does not read it"))
+        elif flag_values.mode in ("search", "all"):
+            why = _search_ignores(flag_values, name)
+            if why:
+                ignored.append((name, why))
     return ignored
+
+
+def _search_ignores(flag_values, name):
+    """Why this run's search does not read flag `name`, or None."""
+    if flag_values.search == "pcdarts" and name in _BNAS_ONLY:
+        return "only --search=bnas reads it"
+    if flag_values.search == "bnas" and name in _PCDARTS_ONLY:
+        return "only --search=pcdarts reads it"
+    if (flag_values.search == "bnas" and flag_values.binary_activations
+            and name in ("warmup_epochs", "warmup_freeze_epochs")):
+        return "1-bit BNAS has no PC-DARTS warm-up (Sec. 3.3)"
+    if (flag_values.search == "bnas" and name == "delta"
+            and not (flag_values.binary_activations if flag_values.ucb is None else flag_values.ucb)):
+        return "it weighs the UCB term, which is off (--ucb)"
+    return None
 
 
 def main(argv):
@@ -352,12 +464,20 @@ def main(argv):
         strategy = distribute.get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, cpu_devices=FLAGS.cpu_devices)
         if FLAGS.deterministic:
             tf.config.experimental.enable_op_determinism()
+        if FLAGS.mode == "convert":
+            run_convert()
+            return
         genotype = None
         train_results = None
+        baseline = FLAGS.dataset in FACE_DATASETS and FLAGS.backbone != "genotype"
         if FLAGS.mode in ("search", "all"):
-            genotype = run_search(strategy)
+            if baseline:
+                _no_search_for_baseline()
+            else:
+                genotype = run_search(strategy)
         if FLAGS.mode in ("train", "all"):
-            genotype = _genotype_arg() if genotype is None or FLAGS.genotype else genotype
+            if not baseline:
+                genotype = _genotype_arg() if genotype is None or FLAGS.genotype else genotype
             train_results = run_train(strategy, genotype)
         if FLAGS.mode in ("export", "all"):
             run_export(train_results)

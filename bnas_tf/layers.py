@@ -99,6 +99,37 @@ class _BinarizedKernelMixin:
         # whose operations run inside tf.cond branches) switch this off.
         self.adds_amplitude_loss = True
 
+    def _setup_padding(self, padding):
+        """Keras's padding for the parent class; "symmetric" is done here (see `symmetric_pads`)."""
+        self.symmetric_padding = padding == "symmetric"
+        return "valid" if self.symmetric_padding else padding
+
+    def _check_symmetric_kernel(self, kernel_size):
+        if self.symmetric_padding and any(k % 2 == 0 for k in self.kernel_size):
+            raise ConfigError(
+                f"Invalid `kernel_size`: padding='symmetric' needs odd sizes. Received: kernel_size={kernel_size!r}"
+            )
+
+    def symmetric_pads(self):
+        """[[before, after]] per spatial axis of padding="symmetric": (k - 1) * d / 2 each."""
+        return [[(k - 1) * d // 2] * 2 for k, d in zip(self.kernel_size, self.dilation_rate)]
+
+    def _padded(self, inputs):
+        """``inputs`` (already quantized) with the symmetric zero padding, if any."""
+        if not self.symmetric_padding:
+            return inputs
+        return ops.pad(inputs, [[0, 0], *self.symmetric_pads(), [0, 0]])
+
+    def _padded_shape(self, input_shape):
+        if not self.symmetric_padding:
+            return input_shape
+        n, h, w, c = input_shape
+        (ph, _), (pw, _) = self.symmetric_pads()
+        return (n, None if h is None else h + 2 * ph, None if w is None else w + 2 * pw, c)
+
+    def _padding_config(self, config):
+        return {**config, "padding": "symmetric"} if self.symmetric_padding else config
+
     def _build_amplitude(self):
         if self.binarization != "pcnn":
             self.amplitude = None
@@ -157,7 +188,10 @@ class BinarizedConv2D(_BinarizedKernelMixin, keras.layers.Conv2D):
     """`keras.layers.Conv2D` whose kernel (and optionally input) is binarized.
 
     y = conv(q(x), A_hat (.) sign(X)) (Eqs. 12-13), q = ste_sign with binary
-    activations, else the identity. All `Conv2D` arguments are accepted.
+    activations, else the identity. All `Conv2D` arguments are accepted, and
+    ``padding="symmetric"`` (PyTorch's ``padding=k // 2 * d``, see
+    `BinarizedDepthwiseConv2D`): the stride-2 3x3 convolutions of ResNets
+    beside a 1x1 stride-2 shortcut, which samples the even pixels.
     """
 
     def __init__(
@@ -169,18 +203,23 @@ class BinarizedConv2D(_BinarizedKernelMixin, keras.layers.Conv2D):
         binary_activations=False,
         input_quantizer=None,
         theta=DEFAULT_THETA,
+        padding="valid",
         **kwargs,
     ):
-        super().__init__(filters, kernel_size, **kwargs)
+        super().__init__(filters, kernel_size, padding=self._setup_padding(padding), **kwargs)
+        self._check_symmetric_kernel(kernel_size)
         self._setup_binarization(binarization, binary_activations, input_quantizer, theta)
 
     def build(self, input_shape):
         super().build(input_shape)
         self._build_amplitude()
 
+    def compute_output_shape(self, input_shape):
+        return super().compute_output_shape(self._padded_shape(input_shape))
+
     def convolution_op(self, inputs, kernel):
         inputs, kernel = self._binarized_inputs_and_kernel(inputs, kernel)
-        return super().convolution_op(inputs, kernel)
+        return super().convolution_op(self._padded(inputs), kernel)
 
     # Keras's BaseConv stores only kernel and bias; A is stored beside them.
     def save_own_variables(self, store):
@@ -194,7 +233,7 @@ class BinarizedConv2D(_BinarizedKernelMixin, keras.layers.Conv2D):
             self.amplitude.assign(store[amp.AMPLITUDE_WEIGHT_NAME])
 
     def get_config(self):
-        return {**super().get_config(), **self._binarization_config()}
+        return self._padding_config({**super().get_config(), **self._binarization_config()})
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -225,33 +264,20 @@ class BinarizedDepthwiseConv2D(_BinarizedKernelMixin, keras.layers.DepthwiseConv
         padding="valid",
         **kwargs,
     ):
-        self.symmetric_padding = padding == "symmetric"
-        super().__init__(kernel_size, padding="valid" if self.symmetric_padding else padding, **kwargs)
-        if self.symmetric_padding and any(k % 2 == 0 for k in self.kernel_size):
-            raise ConfigError(
-                f"Invalid `kernel_size`: padding='symmetric' needs odd sizes. Received: kernel_size={kernel_size!r}"
-            )
+        super().__init__(kernel_size, padding=self._setup_padding(padding), **kwargs)
+        self._check_symmetric_kernel(kernel_size)
         self._setup_binarization(binarization, binary_activations, input_quantizer, theta)
-
-    def symmetric_pads(self):
-        """[[before, after]] per spatial axis of padding="symmetric"."""
-        return [[(k - 1) * d // 2] * 2 for k, d in zip(self.kernel_size, self.dilation_rate)]
 
     def build(self, input_shape):
         super().build(input_shape)
         self._build_amplitude()
 
     def compute_output_shape(self, input_shape):
-        if self.symmetric_padding:
-            n, h, w, c = input_shape
-            (ph, _), (pw, _) = self.symmetric_pads()
-            input_shape = (n, None if h is None else h + 2 * ph, None if w is None else w + 2 * pw, c)
-        return super().compute_output_shape(input_shape)
+        return super().compute_output_shape(self._padded_shape(input_shape))
 
     def call(self, inputs):
         inputs, kernel = self._binarized_inputs_and_kernel(inputs, self.kernel)
-        if self.symmetric_padding:
-            inputs = ops.pad(inputs, [[0, 0], *self.symmetric_pads(), [0, 0]])
+        inputs = self._padded(inputs)
         outputs = ops.depthwise_conv(
             inputs,
             kernel,
@@ -267,10 +293,7 @@ class BinarizedDepthwiseConv2D(_BinarizedKernelMixin, keras.layers.DepthwiseConv
         return outputs
 
     def get_config(self):
-        config = {**super().get_config(), **self._binarization_config()}
-        if self.symmetric_padding:
-            config["padding"] = "symmetric"
-        return config
+        return self._padding_config({**super().get_config(), **self._binarization_config()})
 
 
 def activation(binary_activations, name=None):

@@ -64,6 +64,11 @@ auxiliary head (`count_params`).
 non-trainable variable; the training loop sets it each epoch with
 `set_drop_path_rate` (DARTS: ``drop_path_prob * epoch / epochs``). It is
 never active at inference (``training=False``).
+
+**Reuse.** The stems (`cifar_stem`, `imagenet_stem`) and the cell loop
+(`cell_stack`) are separate functions, so that other heads can sit on the
+same cells: the face network (`bnas_tf.face.models.build_face_network`)
+stacks them under a flatten-and-Dense embedding instead of pooling.
 """
 
 import re
@@ -405,13 +410,9 @@ def build_network(
     """
     genotype = genotypes_lib.load(genotype)
     num_classes = layers_lib._check_positive_int("num_classes", num_classes)
-    init_channels = layers_lib._check_positive_int("init_channels", init_channels)
-    num_cells = layers_lib._check_positive_int("layers", layers)
-    if num_cells < 3:
-        raise bad_value("layers", layers, "an int >= 3 (two reduction cells and at least one normal cell)")
-    binarization = amp.check_scheme(binarization)
-    binary_activations = layers_lib._check_bool("binary_activations", binary_activations)
-    drop_path = _check_rate(drop_path)
+    init_channels, num_cells, binarization, binary_activations, drop_path = check_stack_options(
+        init_channels, layers, binarization, binary_activations, drop_path
+    )
     imagenet = bool(imagenet)
     binarized_imagenet = imagenet and binarization != "none"
     if cell_output is None:
@@ -427,26 +428,108 @@ def build_network(
         raise bad_value("input_shape", input_shape, "(height, width, channels)")
 
     inputs = keras.Input(shape=input_shape, name="images")
-    c = init_channels
     if imagenet:
-        x = keras.layers.Conv2D(c // 2, 3, strides=2, padding="same", use_bias=False, name="stem0_conv1")(inputs)
-        x = layers_lib.batch_norm(name="stem0_bn1")(x)
-        x = keras.layers.ReLU(name="stem0_relu")(x)
-        x = keras.layers.Conv2D(c, 3, strides=2, padding="same", use_bias=False, name="stem0_conv2")(x)
-        s0 = layers_lib.batch_norm(name="stem0_bn2")(x)
-        x = keras.layers.ReLU(name="stem1_relu")(s0)
-        x = keras.layers.Conv2D(c, 3, strides=2, padding="same", use_bias=False, name="stem1_conv")(x)
-        s1 = layers_lib.batch_norm(name="stem1_bn")(x)
-        reduction_prev = True
+        s0, s1, reduction_prev = imagenet_stem(inputs, init_channels)
     else:
-        x = keras.layers.Conv2D(
-            CIFAR_STEM_MULTIPLIER * c, 3, padding="same", use_bias=False, name="stem_conv"
-        )(inputs)
-        s0 = s1 = layers_lib.batch_norm(name="stem_bn")(x)
-        reduction_prev = False
+        s0, s1, reduction_prev = cifar_stem(inputs, init_channels)
 
+    aux = {}
+
+    def add_auxiliary_head(i, state):
+        if auxiliary and i == reduction_positions(num_cells)[1]:
+            aux["logits"] = AuxiliaryHead(num_classes, imagenet=imagenet, name=AUXILIARY_HEAD_NAME)(state)
+
+    s1 = cell_stack(
+        genotype,
+        s0,
+        s1,
+        init_channels=init_channels,
+        num_cells=num_cells,
+        reduction_prev=reduction_prev,
+        binarization=binarization,
+        binary_activations=binary_activations,
+        theta=theta,
+        full_precision_preprocess=binarized_imagenet or full_precision_preprocess,
+        full_precision_first=binarized_imagenet,
+        cell_output=cell_output,
+        seed=seed,
+        after_cell=add_auxiliary_head,
+    )
+    x = keras.layers.GlobalAveragePooling2D(name="global_pooling")(s1)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="classifier")(x)
+    outputs = [logits, aux["logits"]] if auxiliary else logits
+    model = keras.Model(inputs, outputs, name=name or ("network_imagenet" if imagenet else "network_cifar"))
+    if drop_path:
+        set_drop_path_rate(model, drop_path)
+    return model
+
+
+def cifar_stem(inputs, init_channels):
+    """DARTS's CIFAR stem: 3x3 conv to ``3 * C`` channels -> BN, at full resolution.
+
+    Returns ``(s0, s1, reduction_prev)``: the inputs of the first cell (both
+    the stem output) and False (the stem keeps the resolution).
+    """
+    x = keras.layers.Conv2D(
+        CIFAR_STEM_MULTIPLIER * init_channels, 3, padding="same", use_bias=False, name="stem_conv"
+    )(inputs)
+    s = layers_lib.batch_norm(name="stem_bn")(x)
+    return s, s, False
+
+
+def imagenet_stem(inputs, init_channels, stem1_strides=2):
+    """DARTS's ImageNet stem; ``init_channels`` (C) must be even.
+
+    ``stem0``: 3x3 stride-2 conv to C/2 -> BN -> ReLU -> 3x3 stride-2 conv to
+    C -> BN (s0, input / 4); ``stem1``: ReLU -> 3x3 conv to C with stride
+    ``stem1_strides`` -> BN (s1). DARTS: ``stem1_strides=2``, 224 -> 56 -> 28.
+    The face network (`bnas_tf.face.models`) uses 1: 112 -> 28 and 28.
+
+    Returns ``(s0, s1, reduction_prev)``, ``reduction_prev`` True when s1 is
+    smaller than s0 (the first cell then reduces s0 with `FactorizedReduce`).
+    """
+    c = init_channels
+    x = keras.layers.Conv2D(c // 2, 3, strides=2, padding="same", use_bias=False, name="stem0_conv1")(inputs)
+    x = layers_lib.batch_norm(name="stem0_bn1")(x)
+    x = keras.layers.ReLU(name="stem0_relu")(x)
+    x = keras.layers.Conv2D(c, 3, strides=2, padding="same", use_bias=False, name="stem0_conv2")(x)
+    s0 = layers_lib.batch_norm(name="stem0_bn2")(x)
+    x = keras.layers.ReLU(name="stem1_relu")(s0)
+    x = keras.layers.Conv2D(c, 3, strides=stem1_strides, padding="same", use_bias=False, name="stem1_conv")(x)
+    s1 = layers_lib.batch_norm(name="stem1_bn")(x)
+    return s0, s1, stem1_strides > 1
+
+
+def cell_stack(
+    genotype,
+    s0,
+    s1,
+    *,
+    init_channels,
+    num_cells,
+    reduction_prev,
+    binarization="none",
+    binary_activations=False,
+    theta=layers_lib.DEFAULT_THETA,
+    full_precision_preprocess=False,
+    full_precision_first=False,
+    cell_output="concat",
+    seed=None,
+    after_cell=None,
+):
+    """Applies ``num_cells`` cells of `genotype` to the stem outputs ``(s0, s1)``.
+
+    Reduction cells sit at `reduction_positions` and double the channels
+    (starting from ``init_channels``); cell ``i`` is named
+    ``cell_{i}_normal`` / ``cell_{i}_reduce`` and its drop path seed is
+    ``seed + i``. ``reduction_prev``: whether s1 is smaller than s0 (a
+    strided stem). ``after_cell(i, output)``, when given, is called after
+    each cell (`build_network` hangs the auxiliary head there).
+
+    Returns the last cell's output (a symbolic tensor).
+    """
     reductions = reduction_positions(num_cells)
-    aux_logits = None
+    c = init_channels
     for i in range(num_cells):
         reduction = i in reductions
         if reduction:
@@ -462,24 +545,28 @@ def build_network(
             binarization=binarization,
             binary_activations=binary_activations,
             theta=theta,
-            full_precision_preprocess=binarized_imagenet or full_precision_preprocess,
-            full_precision_first=binarized_imagenet,
+            full_precision_preprocess=full_precision_preprocess,
+            full_precision_first=full_precision_first,
             cell_output=cell_output,
             drop_path_seed=None if seed is None else int(seed) + i,
             name=f"cell_{i}_{cell_type}",
         )
         s0, s1 = s1, cell([s0, s1])
         reduction_prev = reduction
-        if auxiliary and i == reductions[1]:
-            aux_logits = AuxiliaryHead(num_classes, imagenet=imagenet, name=AUXILIARY_HEAD_NAME)(s1)
+        if after_cell is not None:
+            after_cell(i, s1)
+    return s1
 
-    x = keras.layers.GlobalAveragePooling2D(name="global_pooling")(s1)
-    logits = keras.layers.Dense(num_classes, dtype="float32", name="classifier")(x)
-    outputs = [logits, aux_logits] if auxiliary else logits
-    model = keras.Model(inputs, outputs, name=name or ("network_imagenet" if imagenet else "network_cifar"))
-    if drop_path:
-        set_drop_path_rate(model, drop_path)
-    return model
+
+def check_stack_options(init_channels, layers, binarization, binary_activations, drop_path):
+    """Checks the options of a cell stack; returns them normalized (ConfigError if bad)."""
+    init_channels = layers_lib._check_positive_int("init_channels", init_channels)
+    num_cells = layers_lib._check_positive_int("layers", layers)
+    if num_cells < 3:
+        raise bad_value("layers", layers, "an int >= 3 (two reduction cells and at least one normal cell)")
+    binarization = amp.check_scheme(binarization)
+    binary_activations = layers_lib._check_bool("binary_activations", binary_activations)
+    return init_channels, num_cells, binarization, binary_activations, _check_rate(drop_path)
 
 
 def reduction_positions(num_cells):

@@ -183,16 +183,16 @@ def train(
     """
     start_time = time.time()
     spec = data_lib.spec(dataset)
-    epochs = _positive_int("epochs", epochs)
+    epochs = positive_int("epochs", epochs)
     if steps_per_epoch is not None:
-        steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
-    learning_rate = _non_negative("learning_rate", learning_rate)
+        steps_per_epoch = positive_int("steps_per_epoch", steps_per_epoch)
+    learning_rate = non_negative("learning_rate", learning_rate)
     if optimizer not in optim.OPTIMIZERS:
         raise bad_value("optimizer", optimizer, f"one of {', '.join(optim.OPTIMIZERS)}")
-    amplitude_lr = learning_rate if amplitude_lr is None else _non_negative("amplitude_lr", amplitude_lr)
-    weight_decay = _non_negative("weight_decay", weight_decay)
-    grad_clip = _non_negative("grad_clip", grad_clip or 0.0)
-    auxiliary_weight = _non_negative("auxiliary_weight", auxiliary_weight)
+    amplitude_lr = learning_rate if amplitude_lr is None else non_negative("amplitude_lr", amplitude_lr)
+    weight_decay = non_negative("weight_decay", weight_decay)
+    grad_clip = non_negative("grad_clip", grad_clip or 0.0)
+    auxiliary_weight = non_negative("auxiliary_weight", auxiliary_weight)
     if not 0.0 <= float(momentum) < 1.0:
         raise bad_value("momentum", momentum, "a number in [0, 1)")
     if imagenet is None:
@@ -205,7 +205,7 @@ def train(
     strategy = strategy or tf.distribute.get_strategy()
     genotype = genotypes_lib.load(genotype)
     auxiliary = auxiliary_weight > 0
-    chief = _is_chief(strategy)
+    chief = is_chief(strategy)
     model_dir = os.fspath(model_dir)
 
     data = data_lib.train_test(spec.name, batch_size=batch_size, seed=seed, data_dir=data_dir, cutout=cutout)
@@ -233,7 +233,7 @@ def train(
                 input_shape=(spec.image_size, spec.image_size, spec.channels),
                 seed=seed,
             )
-            loop = _Loop(
+            loop = Loop(
                 model,
                 strategy=strategy,
                 global_batch=batch_size,
@@ -258,10 +258,6 @@ def train(
         model.name, spec.name, layers, init_channels, binarization, binary_activations, params, params / 1e6,
     )
 
-    if chief:
-        tf.io.gfile.makedirs(model_dir)
-    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_DIR)
-    manager = checkpoints.manager(loop.checkpoint, checkpoint_dir, CHECKPOINTS_TO_KEEP)
     settings = dict(
         genotype=genotype.to_json(), dataset=spec.name, batch_size=batch_size, learning_rate=learning_rate,
         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip,
@@ -272,49 +268,12 @@ def train(
         full_precision_preprocess=full_precision_preprocess, theta=theta, amplitude_lr=amplitude_lr,
         imagenet=imagenet, seed=seed, steps_per_epoch=steps_per_epoch,
     )
-    _check_settings(model_dir, settings, resuming=manager.latest_checkpoint is not None, chief=chief)
-    # Every worker restores the chief's checkpoint; the others save to a scratch directory.
-    initial_epoch = _restore(loop, manager, checkpoint_dir)
-    if not chief:
-        scratch_dir = _worker_dir(model_dir, strategy)
-        manager = checkpoints.manager(loop.checkpoint, scratch_dir, 1)
-    if initial_epoch > epochs:
-        raise StateError(
-            f"The checkpoint in {checkpoint_dir} has already run {initial_epoch} epochs, more than "
-            f"epochs={epochs}. Pass epochs >= {initial_epoch} or use a new model_dir."
-        )
-    if initial_epoch:
-        logging.info("Resuming from %s: %d of %d epochs done.", manager.latest_checkpoint, initial_epoch, epochs)
-
-    writers = _writers(model_dir, chief)
-    history = {"loss": None, "accuracy": None}
-    epoch_history = []
-    for epoch in range(initial_epoch, epochs):
-        rate = drop_path * epoch / epochs
-        network.set_drop_path_rate(model, rate)
-        lr = loop.learning_rate()
-        logging.info("Epoch %d/%d: lr %.6g, drop path %.4f.", epoch + 1, epochs, lr, rate)
-        dataset_ = strategy.experimental_distribute_dataset(data.train_epoch(epoch).take(steps))
-        kept = _kept_text(manager.latest_checkpoint, epoch)
-        history = _run_epoch(loop, dataset_, epoch, epochs, steps, log_every, verbose and chief, kept)
-        _check_finite_variables(model, epoch, kept)
-        loop.epoch.assign(epoch + 1)
-        path = manager.save(checkpoint_number=epoch + 1)
-        if not chief:
-            tf.io.gfile.rmtree(scratch_dir)
-        epoch_history.append({"epoch": epoch + 1, **history, "learning_rate": lr, "drop_path_rate": rate})
-        if mixed_precision:
-            logging.info("Loss scale %g.", float(loop.loss_scale.numpy()))
-        logging.info(
-            "Epoch %d/%d: loss %.4f, accuracy %.4f; checkpoint %s.",
-            epoch + 1, epochs, history["loss"], history["accuracy"], path,
-        )
-        with writers["train"].as_default(step=epoch + 1):
-            _scalar("loss", history["loss"])
-            _scalar("accuracy", history["accuracy"])
-            _scalar("learning_rate", lr)
-            _scalar("drop_path_rate", rate)
-        writers["train"].flush()
+    fitted = fit(
+        loop, model_dir=model_dir, settings=settings, network_settings=_NETWORK_SETTINGS, epochs=epochs,
+        steps=steps, train_epoch=data.train_epoch, drop_path=drop_path, log_every=log_every, verbose=verbose,
+    )
+    history, epoch_history, initial_epoch, writers = (
+        fitted["history"], fitted["epoch_history"], fitted["initial_epoch"], fitted["writers"])
 
     test = loop.evaluate(strategy.experimental_distribute_dataset(data.test))
     logging.info(
@@ -322,9 +281,9 @@ def train(
         test["accuracy"], test["top5_accuracy"], test["loss"], test["count"],
     )
     with writers["test"].as_default(step=epochs):
-        _scalar("accuracy", test["accuracy"])
-        _scalar("top5_accuracy", test["top5_accuracy"])
-        _scalar("loss", test["loss"])
+        scalar("accuracy", test["accuracy"])
+        scalar("top5_accuracy", test["top5_accuracy"])
+        scalar("loss", test["loss"])
     writers["test"].flush()
 
     model_path = os.path.join(model_dir, MODEL_FILE)
@@ -354,13 +313,84 @@ def train(
     return results
 
 
+def fit(loop, *, model_dir, settings, network_settings, epochs, steps, train_epoch, drop_path=0.0, log_every=50,
+        verbose=1):
+    """Runs `loop` from its last checkpoint in ``model_dir`` to ``epochs``.
+
+    The shared part of every training: the settings check of a resume (the
+    ``network_settings`` keys may not change), the checkpoint restore, the
+    epochs (``train_epoch(epoch)`` gives an epoch's undistributed batches,
+    ``steps`` of them are run) with drop path ``drop_path * epoch / epochs``,
+    a checkpoint and TensorBoard scalars after each epoch.
+
+    Returns:
+        A dict: ``history`` (the last epoch's mean loss and accuracy),
+        ``epoch_history`` (one entry per epoch run), ``initial_epoch``,
+        ``writers`` (the train and test summary writers).
+    """
+    model, strategy = loop.model, loop.strategy
+    chief = is_chief(strategy)
+    if chief:
+        tf.io.gfile.makedirs(model_dir)
+    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_DIR)
+    manager = checkpoints.manager(loop.checkpoint, checkpoint_dir, CHECKPOINTS_TO_KEEP)
+    _check_settings(model_dir, settings, network_settings, resuming=manager.latest_checkpoint is not None,
+                    chief=chief)
+    # Every worker restores the chief's checkpoint; the others save to a scratch directory.
+    initial_epoch = _restore(loop, manager, checkpoint_dir)
+    if not chief:
+        scratch_dir = _worker_dir(model_dir, strategy)
+        manager = checkpoints.manager(loop.checkpoint, scratch_dir, 1)
+    if initial_epoch > epochs:
+        raise StateError(
+            f"The checkpoint in {checkpoint_dir} has already run {initial_epoch} epochs, more than "
+            f"epochs={epochs}. Pass epochs >= {initial_epoch} or use a new model_dir."
+        )
+    if initial_epoch:
+        logging.info("Resuming from %s: %d of %d epochs done.", manager.latest_checkpoint, initial_epoch, epochs)
+
+    writers = _writers(model_dir, chief)
+    history = {"loss": None, "accuracy": None}
+    epoch_history = []
+    for epoch in range(initial_epoch, epochs):
+        rate = drop_path * epoch / epochs
+        network.set_drop_path_rate(model, rate)
+        lr = loop.learning_rate()
+        logging.info("Epoch %d/%d: lr %.6g, drop path %.4f.", epoch + 1, epochs, lr, rate)
+        dataset_ = strategy.experimental_distribute_dataset(train_epoch(epoch).take(steps))
+        kept = _kept_text(manager.latest_checkpoint, epoch)
+        history = _run_epoch(loop, dataset_, epoch, epochs, steps, log_every, verbose and chief, kept)
+        _check_finite_variables(model, epoch, kept)
+        loop.epoch.assign(epoch + 1)
+        path = manager.save(checkpoint_number=epoch + 1)
+        if not chief:
+            tf.io.gfile.rmtree(scratch_dir)
+        epoch_history.append({"epoch": epoch + 1, **history, "learning_rate": lr, "drop_path_rate": rate})
+        if loop.mixed_precision:
+            logging.info("Loss scale %g.", float(loop.loss_scale.numpy()))
+        logging.info(
+            "Epoch %d/%d: loss %.4f, accuracy %.4f; checkpoint %s.",
+            epoch + 1, epochs, history["loss"], history["accuracy"], path,
+        )
+        with writers["train"].as_default(step=epoch + 1):
+            scalar("loss", history["loss"])
+            scalar("accuracy", history["accuracy"])
+            scalar("learning_rate", lr)
+            scalar("drop_path_rate", rate)
+        writers["train"].flush()
+    return {"history": history, "epoch_history": epoch_history, "initial_epoch": initial_epoch, "writers": writers}
+
+
 # ---------------------------------------------------------------------------
 # The loop.
 # ---------------------------------------------------------------------------
 
 
-class _Loop:
+class Loop:
     """Model, optimizers, checkpointable state and the compiled steps.
+
+    Shared by the evaluation network's training and the face networks'
+    (`bnas_tf.face.train`), with `fit`.
 
     Create it inside ``strategy.scope()``.
     """
@@ -381,8 +411,12 @@ class _Loop:
         label_smoothing,
         mixed_precision,
         optimizer="sgd",
+        labels_as_input=False,
     ):
         self.model = model
+        # A margin head (face recognition) needs the labels in the forward pass: the model is then
+        # called on [images, labels] and has no evaluation model.
+        self.labels_as_input = bool(labels_as_input)
         self.strategy = strategy
         self.global_batch = int(global_batch)
         self.weight_decay = weight_decay
@@ -392,7 +426,7 @@ class _Loop:
         self.label_smoothing = label_smoothing
         self.mixed_precision = mixed_precision
         self.num_classes = int(model.outputs[0].shape[-1])
-        self.eval_model = network.inference_model(model)
+        self.eval_model = None if self.labels_as_input else network.inference_model(model)
 
         self.weight_variables = amp.non_amplitude_variables(model)
         self.amplitude_variables = amp.amplitude_variables(model)
@@ -456,7 +490,7 @@ class _Loop:
         num_replicas = self.strategy.num_replicas_in_sync
         variables = self.weight_variables + self.amplitude_variables
         with tf.GradientTape() as tape:
-            outputs = model(images, training=True)
+            outputs = model([images, labels] if self.labels_as_input else images, training=True)
             logits, aux_logits = outputs if self.auxiliary else (outputs, None)
             objective = tf.reduce_sum(self._cross_entropy(labels, logits))
             if aux_logits is not None:
@@ -608,7 +642,7 @@ class SGD:
 
     Create it inside ``strategy.scope()``; call `apply` in cross-replica
     context with gradients already summed over the replicas (identical on
-    every replica), as `_Loop` does from ``merge_call``.
+    every replica), as `Loop` does from ``merge_call``.
     """
 
     def __init__(self, variables, *, momentum, strategy, name):
@@ -701,7 +735,7 @@ def _tf_variable(variable):
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
-def _check_settings(model_dir, settings, resuming, chief):
+def _check_settings(model_dir, settings, network_settings, resuming, chief):
     """A run resumes only with the settings it started with (the epochs may grow)."""
     path = os.path.join(model_dir, SETTINGS_FILE)
     if not resuming and chief and tf.io.gfile.exists(path):
@@ -711,7 +745,7 @@ def _check_settings(model_dir, settings, resuming, chief):
     except statefile.Unreadable as err:
         raise StateError(f"Cannot read the training settings ({err}). Delete {path} if the flags are those "
                          "the run started with, or use a new model_dir.") from None
-    refused = {k: v for k, v in diff.items() if k in _NETWORK_SETTINGS}
+    refused = {k: v for k, v in diff.items() if k in network_settings}
     if refused:
         raise StateError(f"The training in {model_dir} was started for another network or data: "
                          f"{statefile.describe(refused)}. Resume it with the same flags, or use a new model_dir.")
@@ -743,7 +777,7 @@ def _check_finite_variables(model, epoch, kept):
             )
 
 
-def _is_chief(strategy):
+def is_chief(strategy):
     return bool(strategy.extended.should_checkpoint)
 
 
@@ -752,7 +786,7 @@ def _worker_dir(model_dir, strategy):
     return os.path.join(model_dir, f".worker_{task_id}", CHECKPOINT_DIR)
 
 
-def _scalar(name, value, step=None):
+def scalar(name, value, step=None):
     """`tf.summary.scalar` without the tensorboard package (TF 2.21 does not install it).
 
     Writes the same event TensorBoard's scalar plugin reads.
@@ -772,13 +806,13 @@ def _writers(model_dir, chief):
     }
 
 
-def _positive_int(name, value):
+def positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise bad_value(name, value, "a positive integer")
     return int(value)
 
 
-def _non_negative(name, value):
+def non_negative(name, value):
     try:
         ok = float(value) >= 0 and math.isfinite(float(value))
     except (TypeError, ValueError):

@@ -84,7 +84,16 @@ def test_spec_values():
     assert imagenet.image_shape == (224, 224, 3)
     assert not digits.flip and data.spec("cifar10").flip
     assert set(data.DATASETS) == {"cifar10", "cifar100", "imagenet2012",
-                                  "digits"}
+                                  "digits", "digits_faces"}
+    assert data.spec("digits_faces").num_classes == data.DIGITS_FACES_TRAIN_CLASSES == 7
+
+
+def test_digits_faces_holds_only_the_training_identities():
+    splits = data.search_splits("digits_faces", batch_size=32, seed=0, heldout_size=50)
+    labels = np.concatenate([y.numpy() for _, y in splits.heldout])
+    (_, y_train), _ = data.digits_arrays()
+    assert splits.weights_size + splits.arch_size == int(np.sum(y_train < 7))
+    assert set(labels) <= set(range(7)) and len(labels) == 50
 
 
 @pytest.mark.parametrize("call", [

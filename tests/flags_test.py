@@ -38,3 +38,11 @@ def test_flags_that_the_search_ignores_are_named(parse):
     assert set(dict(parse(demo, "--delta=1"))) == {"delta"}  # UCB is off without binary activations
     assert parse(demo, "--delta=1", "--ucb") == []  # BNAS-dagger
     assert parse(demo, "--search=pcdarts", "--mode=train", "--k=3") == []  # no search: nothing to say
+
+
+def test_face_and_classification_flags_are_named_where_unused(parse):
+    demo = f"--flagfile={os.path.join(REPO, 'configs', 'demo.flags')}"
+    face = f"--flagfile={os.path.join(REPO, 'configs', 'demo_face.flags')}"
+    assert dict(parse(demo, "--head=cosface")) == {"head": "only the face datasets read it"}
+    assert set(dict(parse(face, "--drop_path=0.1", "--auxiliary"))) == {"drop_path", "auxiliary"}
+    assert parse(face, "--mode=train", "--head_margin=0.3") == []

@@ -17,6 +17,7 @@ export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1
 # longest files last and left one worker idle for minutes).
 # The other long files follow, longest first, so that the short ones fill the end evenly.
 first="tests/launch_test.py tests/distribute_test.py tests/resume_test.py tests/cli_test.py tests/search_test.py
-       tests/fused_test.py tests/learning_test.py tests/bench_test.py tests/supernet_test.py tests/train_test.py"
+       tests/fused_test.py tests/learning_test.py tests/face_train_test.py tests/bench_test.py tests/supernet_test.py
+       tests/train_test.py"
 rest=$(ls tests/*_test.py | grep -v -F "$(printf '%s\n' $first)")
 .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder $first $rest "$@"

@@ -73,7 +73,7 @@ _CHILD = textwrap.dedent(
         time.sleep(0.05)
     stall_at = args.pop("stall_at_step", None)
     if stall_at is not None:
-        original = train._Loop.train_step
+        original = train.Loop.train_step
         count = [0]
 
         def train_step(self, batch):
@@ -84,7 +84,7 @@ _CHILD = textwrap.dedent(
                 time.sleep(600)
             return original(self, batch)
 
-        train._Loop.train_step = train_step
+        train.Loop.train_step = train_step
     genotype = genotypes.Genotype.from_dict(args.pop("genotype"))
     results = train.train(genotype, **args)
     with open(os.path.join(args["model_dir"], "child_results.json"), "w") as f:
@@ -260,7 +260,7 @@ def test_pcnn_amplitudes_take_their_own_plain_sgd_step(tmp_path):
     labels = tf.constant([0, 1, 2, 3])
 
     def one_step(learning_rate, amplitude_lr):
-        loop = train._Loop(  # pylint: disable=protected-access
+        loop = train.Loop(  # pylint: disable=protected-access
             model, strategy=tf.distribute.get_strategy(), global_batch=4, learning_rate=learning_rate,
             amplitude_lr=amplitude_lr, total_steps=10, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
             auxiliary_weight=0.0, label_smoothing=0.0, mixed_precision=False,
@@ -321,7 +321,7 @@ _MIRRORED_CHILD = textwrap.dedent(
         with strategy.scope():
             model = network.build_network(genotype, num_classes=10, init_channels=8, layers=3, auxiliary=True,
                                           binarization="pcnn", seed=0)
-            loop = train._Loop(model, strategy=strategy, global_batch=16, learning_rate=0.1, amplitude_lr=0.05,
+            loop = train.Loop(model, strategy=strategy, global_batch=16, learning_rate=0.1, amplitude_lr=0.05,
                                total_steps=10, momentum=0.9, weight_decay=3e-4, grad_clip=0.5,
                                auxiliary_weight=0.4, label_smoothing=0.1, mixed_precision=False)
         return model, loop
