@@ -78,7 +78,8 @@ def test_held_out_evaluation_counts_every_example_and_traces_once(tmp_path, monk
     def reference(choice=None):  # the model called eagerly on each batch, counted here
         correct = total = 0
         for x, y in splits.heldout:
-            pred = np.argmax(model(x, training=False, choice=choice).numpy(), -1)
+            # A sampled path normalises with the held-out batch's statistics, the supernet with its moving ones.
+            pred = np.argmax(model(x, training=choice is not None, choice=choice).numpy(), -1)
             correct += int(np.sum(pred == y.numpy()))
             total += len(y)
         assert total == splits.heldout_size
@@ -95,6 +96,11 @@ def test_held_out_evaluation_counts_every_example_and_traces_once(tmp_path, monk
     assert supernet == pytest.approx(reference())
     for key in (("eval_path", choice), ("eval", searcher._alive_key())):
         assert searcher._fns[key].function.experimental_get_tracing_count() == 1
+    # The moving statistics do not enter a path's score.
+    for variable in searcher._bn_stats:
+        variable.assign(np.full(variable.shape, 7.0 if "variance" in variable.name else -3.0, "float32"))
+    with pcdarts.search_graph_options():
+        assert searcher.evaluate(choice) == pytest.approx(traced)
 
 
 def test_search_iterators_run_without_tf_data_autotuning(tmp_path, monkeypatch):

@@ -500,6 +500,17 @@ class Searcher:
         """Held-out accuracy of the supernet, or of the single path `choice`: a function of a
         distributed iterator over the held-out set, giving (correct, examples) of its next batch.
 
+        A sampled architecture's BatchNorms normalise with the statistics of
+        the held-out batch (training mode, no gradient): the moving averages,
+        shared by every path and mixed from the batches of the last steps
+        while the weights still move fast (mid-schedule learning rate, binary
+        weights flipping sign), describe none of the paths. On the demo they
+        scored trained paths at chance (0.10, while the same weights with
+        batch statistics scored 0.33-0.54; BUILD.md, "How a sampled
+        architecture is scored"). The moving averages this updates are read
+        by nothing the search decides. The supernet (``choice=None``) is
+        scored on its moving averages.
+
         A sampled architecture is scored once. On a held-out set of at most
         `EAGER_EVAL_MAX_BATCHES` batches it runs eagerly (its operations are the
         shared functions already traced for its training); on more, through a
@@ -507,7 +518,7 @@ class Searcher:
         """
 
         def replica(x, y):
-            logits = self.model(x, training=False, choice=choice)
+            logits = tf.stop_gradient(self.model(x, training=choice is not None, choice=choice))
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
             return correct, tf.cast(tf.shape(y)[0], tf.float32)
 
