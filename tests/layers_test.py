@@ -444,3 +444,28 @@ def test_tf_train_checkpoint_round_trip_of_every_block(name, tmp_path):
     assert len(saved.weights) == len(restored.weights) > 0
     for a, b in zip(saved.weights, restored.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
+@pytest.fixture
+def mixed_float16():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    yield
+    keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("binarization, binary_activations", BASE, ids=BASE_IDS)
+def test_fit_under_mixed_float16(mixed_float16, name, binarization, binary_activations):
+    # The PCNN amplitude loss is added in float32: Keras sums the model's losses in float32.
+    options, _ = VARIANTS[name][0]
+    rng = np.random.default_rng(SEED)
+    model = keras.Sequential([
+        keras.Input(INPUT_SHAPE[1:]), make(name, binarization, binary_activations, options),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, dtype="float32"),
+    ])
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    history = model.fit(_input(rng), rng.integers(0, 2, INPUT_SHAPE[0]), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    if binarization == "pcnn" and model.losses:
+        assert all(loss.dtype == "float32" for loss in model.losses)
