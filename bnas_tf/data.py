@@ -85,7 +85,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from bnas_tf.errors import DataError, bad_value
+from bnas_tf.errors import ConfigError, DataError, bad_value
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -122,6 +122,8 @@ class DatasetSpec:
         tfds_name: the tfds builder name, ``None`` for embedded data.
         manual_download: whether tfds needs the files downloaded by hand.
         channels: image channels (always 3).
+        imagenet_stem: networks read the images through DARTS's ImageNet
+            stems (three stride-2 convolutions: 224 -> 28, 112 -> 14).
     """
 
     name: str
@@ -137,6 +139,7 @@ class DatasetSpec:
     tfds_name: str | None = None
     manual_download: bool = False
     channels: int = 3
+    imagenet_stem: bool = False
 
     @property
     def image_shape(self):
@@ -159,7 +162,13 @@ _SPECS = {
         name="imagenet2012", num_classes=1000, image_size=224,
         train_size=1_281_167, test_size=50_000, test_split="validation",
         flip=True, crop_padding=0, cutout=0, in_memory=False,
-        tfds_name="imagenet2012", manual_download=True),
+        tfds_name="imagenet2012", manual_download=True, imagenet_stem=True),
+    # Face recognition (Sec. 4.4): the identities of the data in data_dir (its num_classes is
+    # read there by `search_splits`); aligned 112x112 faces, flipped, never cropped.
+    "casia_webface": DatasetSpec(
+        name="casia_webface", num_classes=0, image_size=112, train_size=None,
+        test_size=None, test_split="", flip=True, crop_padding=0, cutout=0,
+        in_memory=False, imagenet_stem=True),
     "digits": DatasetSpec(
         name="digits", num_classes=10, image_size=32, train_size=1438,
         test_size=359, test_split="test", flip=False, crop_padding=4,
@@ -381,6 +390,8 @@ def search_splits(name, *, batch_size, seed, data_dir=None, heldout_size=5000,
     if isinstance(heldout_size, bool) or not isinstance(
             heldout_size, (int, np.integer)) or heldout_size < 1:
         raise bad_value("heldout_size", heldout_size, "an int >= 1")
+    if spec_.name == "casia_webface":
+        return _face_search(spec_, batch_size, seed, data_dir, int(heldout_size))
     if spec_.name == "imagenet2012":
         fractions = _check_fractions(weights_fraction, arch_fraction)
         return _imagenet_search(spec_, batch_size, seed, data_dir,
@@ -431,6 +442,9 @@ def train_test(name, *, batch_size, seed, data_dir=None, cutout=None,
         DataError: the data is missing.
     """
     spec_ = spec(name)
+    if spec_.name == "casia_webface":
+        raise ConfigError("casia_webface has no classification test split: face networks are trained with "
+                          "bnas_tf.face.train.train_face and verified on LFW, CFP-FP and AgeDB-30.")
     batch_size = _check_batch_size(batch_size)
     seed = _check_seed(seed)
     if cutout is None:
@@ -941,6 +955,48 @@ def _cardinality(ds, builder, split):
         return int(builder.info.splits[split].num_examples)
     except (KeyError, ValueError):
         return int(ds.reduce(np.int64(0), lambda count, _: count + 1))
+
+
+# --------------------------------------------------------------------------
+# Face search: CASIA-WebFace, streamed.
+# --------------------------------------------------------------------------
+
+
+def _face_search(spec_, batch_size, seed, data_dir, heldout_size):
+    """The search splits of face data (converted TFRecords, identity folders or train.rec).
+
+    As on CIFAR: the images shuffled with the seed, half for the weights,
+    half for alpha / beta, the held-out images the first min(heldout_size,
+    n / 10) of the second half. Every part holds images of the same
+    identities, so a sampled architecture is scored by classification
+    accuracy on held-out images of the training identities.
+    """
+    from bnas_tf.face import data as face_data  # pylint: disable=g-import-not-at-top
+
+    if not data_dir:
+        raise DataError("The search on casia_webface reads the training images from data_dir: TFRecords made by "
+                        "`python -m bnas_tf.launch --mode=convert`, identity folders or train.rec.")
+    labels = face_data.source_labels(data_dir)
+    n = len(labels)
+    spec_ = dataclasses.replace(spec_, num_classes=int(labels.max()) + 1, train_size=n)
+    perm = np.random.RandomState(seed).permutation(n).astype(np.int64)
+    weights_idx, arch_idx = np.sort(perm[:n // 2]), np.sort(perm[n // 2:])
+    heldout_idx = np.sort(perm[n // 2:][:min(heldout_size, n // 10)])
+    if len(heldout_idx) == 0:
+        raise DataError(f"{data_dir} has {n} images, too few for a held-out set (10 % of them).")
+    logging.info("%s search split (seed %d): %d weights, %d architecture (%d of them held out), %d identities.",
+                 spec_.name, seed, len(weights_idx), len(arch_idx), len(heldout_idx), spec_.num_classes)
+
+    def stream(indices, tag):
+        epoch_fn, size = face_data.epoch_stream(data_dir, seed=seed * 8 + tag, image_size=spec_.image_size,
+                                                flip=spec_.flip, indices=indices)
+        return _Stream(lambda batch_size, epoch: epoch_fn(epoch).batch(batch_size, drop_remainder=True), size)
+
+    heldout_fn, _ = face_data.epoch_stream(data_dir, seed=seed, image_size=spec_.image_size, flip=False,
+                                           shuffle_buffer=0, indices=heldout_idx)
+    return SearchSplits(spec_, batch_size, seed, stream(weights_idx, _TAG_WEIGHTS), stream(arch_idx, _TAG_ARCH),
+                        lambda batch_size: _finish(heldout_fn(0).batch(batch_size)),
+                        (weights_idx, arch_idx, heldout_idx))
 
 
 # --------------------------------------------------------------------------

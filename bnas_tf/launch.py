@@ -198,11 +198,6 @@ def run_search(strategy):
     from bnas_tf.search.pcdarts import run_pcdarts
     from bnas_tf.search.tuner import run_bnas
 
-    if FLAGS.dataset == "casia_webface":
-        from bnas_tf.errors import ConfigError
-
-        raise ConfigError("The search does not read CASIA-WebFace yet: train a found genotype on it with "
-                          "--mode=train --genotype=..., or search on --dataset=digits_faces (the demo).")
     config = search_config(strategy.num_replicas_in_sync)
     logging.info("Global batch: %d (search) and %d (trials), per-replica batch times %d replica(s).",
                  config.batch_size, config.trial_batch_size, strategy.num_replicas_in_sync)
@@ -392,6 +387,8 @@ def run_export(train_results=None):
             train_results = json.load(f)
     if train_results:
         extra["test_accuracy"] = train_results.get("test_accuracy")
+        if train_results.get("verification"):  # a face network: its verification accuracies
+            extra["verification"] = train_results["verification"]
     export_dir = os.path.join(FLAGS.model_dir, "export")
     result = export.export(model, export_dir, sample_inputs=sample_inputs, summary_extra=extra)
     check = export.verify(export_dir, sample_inputs, model)
@@ -455,6 +452,10 @@ def main(argv):
     interrupt.install()
     try:
         import tensorflow as tf
+
+        from bnas_tf import console
+
+        console.quiet_tensorflow_logs()
 
         from bnas_tf import distribute
 

@@ -69,6 +69,7 @@ from tensorflow.core.framework import summary_pb2
 
 from bnas_tf import amplitude as amp
 from bnas_tf import checkpoints
+from bnas_tf import console
 from bnas_tf import data as data_lib
 from bnas_tf import genotypes as genotypes_lib
 from bnas_tf import interrupt
@@ -694,7 +695,7 @@ def _kept_text(latest_checkpoint, epoch):
 
 def _run_epoch(loop, dataset, epoch, epochs, steps, log_every, verbose, kept):
     """Runs one epoch; returns its mean loss and accuracy."""
-    progbar = keras.utils.Progbar(steps, stateful_metrics=["loss", "accuracy"]) if verbose else None
+    progbar = console.progress_bar(steps, ["loss", "accuracy"]) if verbose else None
     loss_sum = correct = 0.0
     seen = 0
     for step, batch in enumerate(dataset):

@@ -84,7 +84,7 @@ def test_spec_values():
     assert imagenet.image_shape == (224, 224, 3)
     assert not digits.flip and data.spec("cifar10").flip
     assert set(data.DATASETS) == {"cifar10", "cifar100", "imagenet2012",
-                                  "digits", "digits_faces"}
+                                  "digits", "digits_faces", "casia_webface"}
     assert data.spec("digits_faces").num_classes == data.DIGITS_FACES_TRAIN_CLASSES == 7
 
 

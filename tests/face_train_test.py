@@ -141,6 +141,38 @@ def test_cli_converts_casia_trains_a_resnet_baseline_and_verifies(tmp_path):
     assert (model_dir / "export" / "model.tflite").exists()
 
 
+def test_search_splits_of_face_data_score_on_the_training_identities(tmp_path):
+    from bnas_tf import data
+
+    casia = _casia_and_lfw(tmp_path)
+    splits = data.search_splits("casia_webface", batch_size=4, seed=0, data_dir=str(casia), heldout_size=3)
+    assert splits.spec.num_classes == 4 and splits.spec.image_shape == (112, 112, 3)
+    assert (splits.weights_size, splits.arch_size, splits.heldout_size) == (10, 10, 2)  # n // 10 = 2
+    assert set(splits.heldout_indices) <= set(splits.arch_indices)
+    images, labels = next(iter(splits.weights_epoch(0)))
+    assert images.shape == (4, 112, 112, 3) and -1.0 <= float(tf.reduce_min(images)) < float(tf.reduce_max(images)) <= 1.0
+    assert set(labels.numpy()) <= set(range(4))
+    held = [y.numpy() for _, y in splits.heldout]
+    assert sum(len(y) for y in held) == 2
+    with pytest.raises(ConfigError, match="no classification test split"):
+        data.train_test("casia_webface", batch_size=4, seed=0, data_dir=str(casia))
+
+
+@pytest.mark.slow
+def test_cli_searches_cells_on_face_data_then_trains_and_verifies(tmp_path):
+    casia = _casia_and_lfw(tmp_path)
+    done = run(LAUNCH + ["--flagfile=configs/face_bnas.flags", "--mode=all", f"--data_dir={casia}",
+                         f"--verification_sets=lfw={tmp_path / 'lfw.bin'}", f"--model_dir={tmp_path / 'run'}",
+                         "--search_init_channels=4", "--search_layers=2", "--reduction_cells=1",
+                         "--search_batch_size=4", "--trial_batch_size=4", "--heldout_size=2", "--k=2", "--t=1",
+                         "--v_epochs=0", "--warmup_epochs=1", "--warmup_freeze_epochs=0", "--steps_per_epoch=1",
+                         "--init_channels=4", "--layers=3", "--batch_size=4", "--epochs=1", "--embedding_size=16"])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert (tmp_path / "run" / "genotype.json").exists()
+    with open(tmp_path / "run" / "train" / "results.json") as f:
+        assert set(json.load(f)["verification"]) == {"lfw"}
+
+
 @pytest.mark.slow
 def test_face_demo_verifies_unseen_digits_well_above_chance(tmp_path):
     """configs/demo_face.flags, with a shorter search (K from 4): the embeddings of the
@@ -156,7 +188,7 @@ def test_face_demo_verifies_unseen_digits_well_above_chance(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--dataset=casia_webface", "--mode=train", "--backbone=resnet18"], "needs --data_dir"),
-    (["--dataset=casia_webface", "--mode=search"], "does not read CASIA-WebFace"),
+    (["--dataset=casia_webface", "--mode=search"], "reads the training images from data_dir"),
     (["--dataset=digits_faces", "--mode=search", "--backbone=resnet18"], "nothing to search"),
     (["--mode=convert"], "needs --data_dir"),
 ])

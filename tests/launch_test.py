@@ -101,3 +101,13 @@ def test_export_alone_on_the_trained_run_directory(demo):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "Export check" in result.stderr
     assert (model_dir / "export" / "model_lce.tflite").exists()
+
+
+def test_demo_log_is_plain_text_without_tensorflow_noise(demo):
+    """Redirected output (a log file, a cluster job): no progress-bar redraws or colours,
+    no TensorFlow INFO lines, no warning about gradients an inference model never needs."""
+    _, result = demo
+    output = result.stdout + result.stderr
+    assert "\x1b[" not in output and "\r" not in output
+    assert "Sharding callback" not in output and "unsaved custom gradients" not in output
+    assert "Test: accuracy" in output

@@ -548,6 +548,30 @@ def training_dataset(source, *, batch_size, seed, image_size=112, flip=True, shu
         DataError: the source is missing or unusable.
     """
     batch_size = _check_int("batch_size", batch_size, 1)
+    epoch_fn, size, where = _epochs(source, seed, image_size, flip, shuffle_buffer, indices)
+    if drop_remainder and size < batch_size:
+        raise bad_value("batch_size", batch_size, f"at most the {size} images of {where} (drop_remainder)")
+    epochs = tf.data.Dataset.range(_LAST_EPOCH if repeat else 1)
+    ds = epochs.flat_map(epoch_fn).batch(batch_size, drop_remainder=drop_remainder)
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.prefetch(AUTOTUNE).with_options(options)
+
+
+def epoch_stream(source, *, seed, image_size=112, flip=True, shuffle_buffer=10000, indices=None):
+    """``(epoch_fn, size)``: ``epoch_fn(epoch)`` is one epoch of unbatched (image, label) pairs.
+
+    What `training_dataset` batches, built from TensorFlow ops only: ``epoch``
+    may be a tensor, so the function also runs inside ``flat_map`` (the
+    search's streams in `bnas_tf.data`). ``size`` is the number of images.
+    """
+    epoch_fn, size, _ = _epochs(source, seed, image_size, flip, shuffle_buffer, indices)
+    return epoch_fn, size
+
+
+def _epochs(source, seed, image_size, flip, shuffle_buffer, indices):
+    """(epoch -> dataset of (image, label), number of images, where the source is)."""
     seed = _check_int("seed", seed, 0, 2**63 - 1)
     image_size = _check_int("image_size", image_size, 1)
     shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, 0)
@@ -558,13 +582,7 @@ def training_dataset(source, *, batch_size, seed, image_size=112, flip=True, shu
             raise ConfigError(f"Invalid `indices`: expected image indices in [0, {src.num_images}). Received "
                               f"values from {indices[0]} to {indices[-1]}.")
     size = src.num_images if indices is None else len(indices)
-    if drop_remainder and size < batch_size:
-        raise bad_value("batch_size", batch_size, f"at most the {size} images of {src.where} (drop_remainder)")
-
     source_epoch = src.epoch_fn(indices, seed, shuffle_buffer)
-
-    def epoch_fn(epoch):
-        return source_epoch(epoch).map(lambda i, x, y: (epoch, i, x, y))
 
     def prepare(epoch, index, encoded, label):
         image = _decode_resize(encoded, image_size)
@@ -572,13 +590,11 @@ def training_dataset(source, *, batch_size, seed, image_size=112, flip=True, shu
             image = tf.image.stateless_random_flip_left_right(image, seed=_epoch_seed(seed, epoch, index))
         return normalize(image), label
 
-    epochs = tf.data.Dataset.range(_LAST_EPOCH if repeat else 1)
-    ds = epochs.flat_map(epoch_fn).map(prepare, num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    options = tf.data.Options()
-    options.deterministic = True
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.prefetch(AUTOTUNE).with_options(options)
+    def epoch_fn(epoch):
+        epoch = tf.cast(epoch, tf.int64)
+        return source_epoch(epoch).map(lambda i, x, y: prepare(epoch, i, x, y), num_parallel_calls=AUTOTUNE)
+
+    return epoch_fn, size, src.where
 
 
 def _order_fn(indices, size, seed, shuffle_buffer):

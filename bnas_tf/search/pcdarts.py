@@ -28,6 +28,7 @@ from absl import logging
 
 from bnas_tf import amplitude
 from bnas_tf import checkpoints
+from bnas_tf import console
 from bnas_tf import data as data_lib
 from bnas_tf import distribute
 from bnas_tf import interrupt
@@ -279,7 +280,7 @@ class Searcher:
                 binary_activations=config.binary_activations,
                 full_precision_preprocess=config.full_precision_preprocess,
                 theta=config.theta,
-                imagenet=spec.name == "imagenet2012",
+                imagenet=spec.imagenet_stem,
                 seed=config.seed,
             )
             self.weight_vars = self.model.weight_variables
@@ -581,7 +582,7 @@ class Searcher:
         return self.strategy.experimental_distribute_dataset(without_autotuning(dataset))
 
     def _run(self, dataset, steps, step, label, batch_size):
-        progbar = keras.utils.Progbar(steps, stateful_metrics=["loss", "acc"], verbose=1 if _interactive() else 2)
+        progbar = console.progress_bar(steps, ["loss", "acc"])
         total_loss = total_correct = seen = 0.0
         dist = self._distribute(dataset)
         for i, batch in enumerate(dist):
@@ -659,13 +660,6 @@ class Searcher:
 
     def genotype(self):
         return self.model.genotype()
-
-
-def _interactive():
-    try:
-        return os.isatty(1)
-    except Exception:  # noqa: BLE001 - any failure means not a terminal
-        return False
 
 
 def pcdarts_units(config):
