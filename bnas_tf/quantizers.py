@@ -23,6 +23,7 @@ input of a convolution and turns it into a bit-packed `LceQuantize`.
 import keras
 from keras import ops
 
+from bnas_tf import metrics as bnas_metrics
 from bnas_tf.errors import ConfigError
 
 _PACKAGE = "bnas_tf"
@@ -215,12 +216,53 @@ def _check_clip(clip_value):
 
 
 class Quantizer(keras.layers.Layer):
-    """Base class: an element-wise quantizer; `precision` is its bit width."""
+    """Base class: an element-wise quantizer; `precision` is its bit width.
+
+    ``metrics``: names of training metrics to keep on the quantized output,
+    as Larq's quantizers take them; only ``"flip_ratio"``
+    (`bnas_tf.metrics.FlipRatio`: the mean fraction of the quantized values,
+    e.g. the binarized kernel's signs, that changed between calls). The metric
+    is created in `build` (it needs the full shape, so it suits kernel
+    quantizers), updated on every call and reported by `fit` as
+    ``flip_ratio/<quantizer name>``.
+    """
 
     precision = None
 
+    def __init__(self, metrics=None, **kwargs):
+        super().__init__(**kwargs)
+        self.quantizer_metrics = bnas_metrics.check(metrics)
+        self.flip_ratio = None
+
+    def build(self, input_shape):
+        if "flip_ratio" in self.quantizer_metrics and self.flip_ratio is None:
+            # int8 holds every level of a quantizer up to 7 bits exactly (Larq's choice).
+            values_dtype = "int8" if self.precision is not None and self.precision <= 7 else "int32"
+            self.flip_ratio = bnas_metrics.FlipRatio(values_dtype=values_dtype, name=f"flip_ratio/{self.name}")
+            self.flip_ratio.build(input_shape)
+        super().build(input_shape)
+
+    def _observe(self, outputs, levels=None):
+        """Updates the quantizer's metrics; returns `outputs` unchanged.
+
+        The metrics watch `levels`, the integer level of each output (by
+        default the output itself: the ±1 of a sign, the -1/0/+1 of a
+        ternarization). Quantizers whose outputs are scaled pass the level
+        so that a change of scale is not counted as a flip.
+        """
+        if self.flip_ratio is not None:
+            self.flip_ratio.update_state(outputs if levels is None else levels)
+        return outputs
+
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        # Written only when set, so that a config without metrics is Larq's exactly.
+        if self.quantizer_metrics:
+            config["metrics"] = list(self.quantizer_metrics)
+        return config
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -232,7 +274,7 @@ class NoOp(Quantizer):
         self.precision = precision
 
     def call(self, inputs):
-        return inputs
+        return self._observe(inputs)
 
     def get_config(self):
         return {**super().get_config(), "precision": self.precision}
@@ -249,7 +291,7 @@ class SteSign(Quantizer):
         self.clip_value = _check_clip(clip_value)
 
     def call(self, inputs):
-        return ste_sign(inputs, clip_value=self.clip_value)
+        return self._observe(ste_sign(inputs, clip_value=self.clip_value))
 
     def get_config(self):
         return {**super().get_config(), "clip_value": self.clip_value}
@@ -262,7 +304,7 @@ class ApproxSign(Quantizer):
     precision = 1
 
     def call(self, inputs):
-        return approx_sign(inputs)
+        return self._observe(approx_sign(inputs))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -278,7 +320,7 @@ class SwishSign(Quantizer):
         self.beta = beta
 
     def call(self, inputs):
-        return swish_sign(inputs, beta=self.beta)
+        return self._observe(swish_sign(inputs, beta=self.beta))
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta}
@@ -295,7 +337,8 @@ class MagnitudeAwareSign(Quantizer):
         self.clip_value = _check_clip(clip_value)
 
     def call(self, inputs):
-        return magnitude_aware_sign(inputs, clip_value=self.clip_value)
+        # The level is the sign: a new per-channel scale alone flips nothing.
+        return self._observe(magnitude_aware_sign(inputs, clip_value=self.clip_value), levels=sign(inputs))
 
     def get_config(self):
         return {**super().get_config(), "clip_value": self.clip_value}
@@ -314,12 +357,13 @@ class SteTern(Quantizer):
         self.clip_value = _check_clip(clip_value)
 
     def call(self, inputs):
-        return ste_tern(
+        outputs = ste_tern(
             inputs,
             threshold_value=self.threshold_value,
             ternary_weight_networks=self.ternary_weight_networks,
             clip_value=self.clip_value,
         )
+        return self._observe(outputs)
 
     def get_config(self):
         return {
@@ -341,7 +385,7 @@ class SteHeaviside(Quantizer):
         self.clip_value = _check_clip(clip_value)
 
     def call(self, inputs):
-        return ste_heaviside(inputs, clip_value=self.clip_value)
+        return self._observe(ste_heaviside(inputs, clip_value=self.clip_value))
 
     def get_config(self):
         return {**super().get_config(), "clip_value": self.clip_value}
@@ -363,7 +407,13 @@ class DoReFa(Quantizer):
         self.mode = mode
 
     def call(self, inputs):
-        return dorefa_quantizer(inputs, k_bit=self.precision, mode=self.mode)
+        outputs = dorefa_quantizer(inputs, k_bit=self.precision, mode=self.mode)
+        if self.flip_ratio is None:
+            return outputs
+        # The level index i in {0, ..., n}: outputs are i / n (activations) or 2 i / n - 1 (weights).
+        n = 2**self.precision - 1
+        unit = outputs if self.mode == "activations" else (outputs + 1.0) * 0.5
+        return self._observe(outputs, levels=ops.round(unit * n))
 
     def get_config(self):
         return {**super().get_config(), "k_bit": self.precision, "mode": self.mode}

@@ -35,6 +35,13 @@ their sublayers):
 
 The output sizes the MACs need come from one forward pass (batch 1, zeros,
 ``training=False``) with each conv and dense layer's ``call`` recorded.
+
+`summary(model)` prints the per-layer table of `larq.models.summary`
+instead (one row per top-level layer: input bits, output shape, parameters
+per precision, memory), counting parameters as Larq does, so that its totals
+are Larq's for the same model: every weight, BatchNorm as 2 per channel
+(moving statistics included), a kernel at its quantizer's precision (a
+`bnas_tf.quant` layer) or at `kernel_precision` (`bnas_tf.layers`).
 """
 
 import math
@@ -204,9 +211,7 @@ def summarize(model, input_shape=None, *, exclude=DEFAULT_EXCLUDE):
             if id(variable) not in excluded_vars:
                 owner[id(variable)] = (layer, variable)
 
-    one_bit_kernels = {
-        id(layer.kernel) for layer in layers if getattr(layer, "kernel_precision", 32) == 1 and hasattr(layer, "kernel")
-    }
+    one_bit_kernels = {key for key, bits in weight_bits(model).items() if bits == 1}
     rows = {}
     totals = dict(params=0, params_1bit=0, params_non_trainable=0, macs_binary=0, macs_binary_depthwise=0, macs_float=0)
     for layer, variable in owner.values():
@@ -265,6 +270,25 @@ def _all_layers(model):
     return [model] + list(model._flatten_layers(include_self=False, recursive=True))
 
 
+def weight_bits(model):
+    """{id(variable): bits} of every quantized kernel under `model` (itself included).
+
+    A `bnas_tf.quant` layer reports each kernel with its quantizer's
+    precision (`kernel_precisions`); a `bnas_tf.layers` binarized
+    convolution reports its kernel with `kernel_precision` (1 unless
+    ``binarization="none"``). Every other variable is 32-bit.
+    """
+    bits = {}
+    for layer in _all_layers(model):
+        if not layer.built:
+            continue
+        if callable(getattr(layer, "kernel_precisions", None)):
+            bits.update((id(variable), int(b)) for variable, b in layer.kernel_precisions())
+        elif getattr(layer, "kernel_precision", None) is not None and hasattr(layer, "kernel"):
+            bits[id(layer.kernel)] = int(layer.kernel_precision)
+    return bits
+
+
 def _row(layer):
     return {
         "name": layer.path if hasattr(layer, "path") else layer.name,
@@ -320,3 +344,188 @@ def format_table(summary, extra=None):
     lines += [f"| {label:<{width_l}} | {value:>{width_r}} |" for label, value in rows]
     lines.append(rule)
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# The printed per-layer table (larq.models.summary)
+# --------------------------------------------------------------------------
+
+MAX_WIDTH = 100
+
+
+def _bn_layers(layer):
+    return [sub for sub in _all_layers(layer) if isinstance(sub, keras.layers.BatchNormalization)]
+
+
+def _layer_params(layer, bits):
+    """{bits: count} of the parameters of `layer` and its sublayers, counted as Larq counts them.
+
+    Every weight counts (trainable or not) at its precision from `bits`
+    (32 by default); a BatchNormalization counts 2 per channel whatever its
+    `center`/`scale`, the scale and shift it folds into at inference.
+    """
+    counts = {}
+    skip = set()
+    for bn in _bn_layers(layer):
+        if bn.built:
+            skip.update(id(v) for v in bn.weights)
+            counts[32] = counts.get(32, 0) + 2 * int(np.prod(bn.moving_mean.shape))
+    for variable in layer.weights:
+        if id(variable) not in skip:
+            b = bits.get(id(variable), 32)
+            counts[b] = counts.get(b, 0) + int(np.prod(variable.shape, dtype=np.int64))
+    return counts
+
+
+def _output_shape(layer):
+    """The layer's symbolic output shape without the batch dimension, e.g. "(13, 13, 32)";
+    "?" when it has none (subclassed models) and "multiple" for a layer called more than once."""
+    try:
+        output = layer.output
+    except (AttributeError, ValueError, RuntimeError) as err:
+        return "multiple" if "multiple" in str(err) else "?"
+    shapes = [tuple(t.shape)[1:] for t in keras.tree.flatten(output)]
+    text = ", ".join(str(tuple(shape)) for shape in shapes)
+    return text if len(shapes) == 1 else f"[{text}]"
+
+
+def _input_bits(layer):
+    quantizer = getattr(layer, "input_quantizer", None)
+    precision = getattr(quantizer, "precision", None)
+    return "-" if precision is None else str(int(precision))
+
+
+def _top_layers(model):
+    layers = getattr(model, "layers", None)
+    return list(layers) if layers is not None else _sublayers(model)
+
+
+def profile(model):
+    """The figures `summary` prints: one row per top-level layer, and the totals.
+
+    Returns a dict: ``bits`` (the precisions present, ascending), ``layers``
+    (name, class, input_bits, output_shape without the batch dimension, params {bits: count},
+    memory_bits), ``params`` {bits: count}, ``memory_bits`` (sum of
+    bits x count: the model with its quantized weights packed),
+    ``float32_bits`` (every parameter at 32 bits), and Keras's own
+    ``trainable`` / ``non_trainable`` weight counts.
+    """
+    if not model.built:
+        raise ConfigError(
+            "summary() needs a built model: call it on data, build() it or give its first layer an input shape. "
+            f"Received: model={model.name!r} (not built)"
+        )
+    bits = weight_bits(model)
+    rows = []
+    for layer in _top_layers(model):
+        params = _layer_params(layer, bits)
+        rows.append({
+            "name": layer.name,
+            "class": type(layer).__name__,
+            "input_bits": _input_bits(layer),
+            "output_shape": _output_shape(layer),
+            "params": params,
+            "memory_bits": sum(b * n for b, n in params.items()),
+        })
+    totals = {}
+    for row in rows:
+        for b, n in row["params"].items():
+            totals[b] = totals.get(b, 0) + n
+    return {
+        "name": model.name,
+        "bits": sorted(set(totals) | {1, 32}),
+        "layers": rows,
+        "params": totals,
+        "memory_bits": sum(row["memory_bits"] for row in rows),
+        "float32_bits": 32 * sum(totals.values()),
+        "trainable": sum(int(np.prod(v.shape, dtype=np.int64)) for v in model.trainable_weights),
+        "non_trainable": sum(int(np.prod(v.shape, dtype=np.int64)) for v in model.non_trainable_weights),
+    }
+
+
+def _fit(text, width):
+    return text if len(text) <= width else text[: max(width - 3, 1)] + "..."
+
+
+def _kib(memory_bits):
+    return memory_bits / 8 / 1024
+
+
+def _layers_table(prof):
+    """The per-layer table as lines, at most MAX_WIDTH characters wide."""
+    header = ["Layer (type)", "In bits", "Output shape"] + [f"# {b}-bit" for b in prof["bits"]] + ["Memory kB"]
+    body = [
+        [f"{row['name']} ({row['class']})", row["input_bits"], row["output_shape"]]
+        + [f"{row['params'].get(b, 0):,}" for b in prof["bits"]]
+        + [f"{_kib(row['memory_bits']):.2f}"]
+        for row in prof["layers"]
+    ]
+    total = ["Total", "", ""] + [f"{prof['params'].get(b, 0):,}" for b in prof["bits"]]
+    total.append(f"{_kib(prof['memory_bits']):.2f}")
+    widths = [max(len(r[i]) for r in [header, total] + body) for i in range(len(header))]
+    # Columns are separated by two spaces inside "| ... |"; the names give way first, then the shapes.
+    overflow = sum(widths) + 2 * (len(widths) - 1) + 4 - MAX_WIDTH
+    for column, least in ((0, 24), (2, 12)):
+        if overflow > 0:
+            cut = min(overflow, max(widths[column] - least, 0))
+            widths[column] -= cut
+            overflow -= cut
+
+    def line(cells):
+        texts = [_fit(c, w).ljust(w) if i == 0 else _fit(c, w).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "| " + "  ".join(texts) + " |"
+
+    inner = sum(widths) + 2 * (len(widths) - 1) + 2
+    rule = "+" + "-" * inner + "+"
+    title = f"+{_fit(' ' + prof['name'] + ' layers ', inner):-^{inner}}+"
+    return [title, line(header), rule] + [line(r) for r in body] + [rule, line(total), rule]
+
+
+def _totals_box(prof):
+    total = sum(prof["params"].values())
+    size = prof["memory_bits"]
+    by_bits = ", ".join(f"{b}-bit {prof['params'].get(b, 0):,}" for b in prof["bits"])
+    rows = [
+        ("Total params", f"{total:,}"),
+        ("  by precision", by_bits),
+        ("Keras weights: trainable", f"{prof['trainable']:,}"),
+        ("Keras weights: non-trainable", f"{prof['non_trainable']:,}"),
+        ("Model size, quantized weights packed", f"{_kib(size):,.2f} KiB"),
+        ("Model size, all float32", f"{_kib(prof['float32_bits']):,.2f} KiB"),
+        ("Float32 / packed", f"{prof['float32_bits'] / size:.2f}x" if size else "-"),
+    ]
+    left = max(len(label) for label, _ in rows)
+    right = min(max(len(value) for _, value in rows), MAX_WIDTH - left - 7)
+    inner = left + right + 4
+    title = f"+{_fit(' ' + prof['name'] + ' summary ', inner):-^{inner}}+"
+    lines = [title] + [f"| {label.ljust(left)}  {_fit(value, right).rjust(right)} |" for label, value in rows]
+    return lines + ["+" + "-" * inner + "+"]
+
+
+def summary(model, print_fn=print):
+    """Prints a per-layer table of `model` and its totals, in the spirit of `larq.models.summary`.
+
+    One row per top-level layer (a nested block or model is one row with
+    everything under it): name and type, the input quantizer's bits ("-"
+    for none), the output shape (without the batch dimension), the number of parameters at each precision
+    present (1-bit and 32-bit at least), and its memory in kB (1 kB = 8 x 1024
+    bits: a 1-bit weight takes 1 bit, a 32-bit one 32). A weight is 1-bit
+    when its layer quantizes it to 1 bit: a `bnas_tf.quant` layer's kernel
+    with a 1-bit quantizer, or a `bnas_tf.layers` binarized convolution's
+    kernel (``binarization`` other than ``"none"``). Parameters are counted as
+    Larq counts them (see `_layer_params`: BatchNorm 2 per channel), so the
+    totals equal `larq.models.summary`'s for the same model. The box below
+    gives the model size with the quantized weights packed and in float32.
+    MACs are in `summarize`. Every line is at most 100 characters wide.
+
+    Args:
+        model: a built Keras model (or layer).
+        print_fn: called with each line.
+
+    Returns:
+        `profile(model)`, the figures printed.
+    """
+    prof = profile(model)
+    for text in _layers_table(prof) + _totals_box(prof):
+        print_fn(text)
+    return prof
