@@ -254,7 +254,7 @@ def face_config(genotype):
 def _face_data(batch_size):
     """(TrainingData, [VerificationSet]) of the face --dataset."""
     from bnas_tf.errors import ConfigError
-    from bnas_tf.face import data as face_data
+    from bnas_tf.face import pairs as face_pairs
     from bnas_tf.face import sources
 
     if FLAGS.dataset == "digits_faces":
@@ -265,7 +265,7 @@ def _face_data(batch_size):
                           "made by `python -m bnas_tf.launch --mode=convert`, an identity folder, or train.rec).")
     specs = FLAGS.verification_sets or [
         os.path.join(FLAGS.data_dir, f"{name}.bin") for name in ("lfw", "cfp_fp", "agedb_30")]
-    verification = [face_data.load_verification(spec) for spec in specs]
+    verification = [face_pairs.load_verification(spec) for spec in specs]
     return sources.from_source(FLAGS.data_dir, batch_size=batch_size, seed=FLAGS.seed), verification
 
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 from bnas_tf.errors import ConfigError, DataError
 from bnas_tf.face import bin_format
 from bnas_tf.face import data
+from bnas_tf.face import pairs
 
 _SIZE = 8
 _MAGIC = 0xCED7230A
@@ -392,7 +393,7 @@ def test_load_bin(tmp_path, protocol, as_arrays):
     bins = [np.frombuffer(e, np.uint8).reshape(-1, 1) for e in encoded] if as_arrays else encoded
     path = tmp_path / "lfw.bin"
     path.write_bytes(pickle.dumps((bins, [True, False, True]), protocol=protocol))
-    verification = data.load_bin(path, image_size=_SIZE)
+    verification = pairs.load_bin(path, image_size=_SIZE)
     assert verification.name == "lfw" and verification.num_pairs == 3
     _assert_images(verification.images, arrays)
     assert verification.issame.dtype == bool and verification.issame.tolist() == [True, False, True]
@@ -403,7 +404,7 @@ def test_load_bin_python2_pickles(tmp_path, as_arrays):
     arrays = [_image(k) for k in range(4)]
     path = tmp_path / "agedb_30.bin"
     path.write_bytes(_py2_bin([_png(a) for a in arrays], [False, True], as_arrays))
-    verification = data.load_verification(str(path), image_size=_SIZE)
+    verification = pairs.load_verification(str(path), image_size=_SIZE)
     assert verification.name == "agedb_30"
     _assert_images(verification.images, arrays)
     assert verification.issame.tolist() == [False, True]
@@ -412,7 +413,7 @@ def test_load_bin_python2_pickles(tmp_path, as_arrays):
 def test_load_bin_numpy_issame_and_resize(tmp_path):
     encoded = [_jpeg(_image(k, 16)) for k in range(4)]
     (tmp_path / "cfp_fp.bin").write_bytes(pickle.dumps((encoded, np.array([True, False]))))
-    verification = data.load_verification(f"cfp={tmp_path / 'cfp_fp.bin'}", image_size=_SIZE)
+    verification = pairs.load_verification(f"cfp={tmp_path / 'cfp_fp.bin'}", image_size=_SIZE)
     assert verification.name == "cfp" and verification.images.shape == (4, _SIZE, _SIZE, 3)
     assert verification.issame.tolist() == [True, False]
 
@@ -422,10 +423,10 @@ def test_hostile_pickle_is_refused_and_never_runs(tmp_path):
     path = tmp_path / "lfw.bin"
     path.write_bytes(pickle.dumps(([_Hostile(marker)], [True]), protocol=2))
     with pytest.raises(DataError, match=r"Refusing to load .*lfw\.bin.*system"):
-        data.load_bin(path)
+        pairs.load_bin(path)
     path.write_bytes(pickle.dumps(_Hostile(marker), protocol=pickle.HIGHEST_PROTOCOL))
     with pytest.raises(DataError, match="Refusing"):
-        data.load_verification(str(path))
+        pairs.load_verification(str(path))
     assert not marker.exists()
 
 
@@ -434,13 +435,13 @@ def test_pickle_cannot_misuse_the_allowed_names(tmp_path):
     # numpy.dtype with an object type, and _codecs.encode with another codec.
     path.write_bytes(b"\x80\x02cnumpy\ndtype\nX\x01\x00\x00\x00O\x85R.")
     with pytest.raises(DataError, match="not allowed"):
-        data.load_bin(path)
+        pairs.load_bin(path)
     path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x02\x00\x00\x00hiX\x06\x00\x00\x00base64\x86R.")
     with pytest.raises(DataError, match="latin-1"):
-        data.load_bin(path)
+        pairs.load_bin(path)
     path.write_bytes(b"\x80\x02cnumpy\nndarray\nK\x01\x85R.")  # Calling numpy.ndarray itself.
     with pytest.raises(DataError):
-        data.load_bin(path)
+        pairs.load_bin(path)
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -466,17 +467,17 @@ def test_malformed_bin(tmp_path, content, problem):
     else:
         path.write_bytes(pickle.dumps(objects[content]))
     with pytest.raises(DataError, match=problem) as err:
-        data.load_bin(path, image_size=_SIZE)
+        pairs.load_bin(path, image_size=_SIZE)
     assert "lfw.bin" in str(err.value)
 
 
 def test_missing_bin_says_where_bins_come_from(tmp_path):
     where = r"lfw\.bin, cfp_fp\.bin and agedb_30\.bin come with .*faces_webface_112x112"
     with pytest.raises(DataError, match=where) as err:
-        data.load_verification(f"lfw={tmp_path / 'lfw.bin'}")
+        pairs.load_verification(f"lfw={tmp_path / 'lfw.bin'}")
     assert str(tmp_path / "lfw.bin") in str(err.value)
     with pytest.raises(DataError, match="faces_webface_112x112"):
-        data.load_verification(str(tmp_path / "nowhere"))
+        pairs.load_verification(str(tmp_path / "nowhere"))
 
 
 # --------------------------------------------------------------------------
@@ -498,7 +499,7 @@ def test_lfw_pairs_txt(tmp_path):
     arrays = _lfw_folder(tmp_path)
     (tmp_path / "pairs.txt").write_text("2\t2\nAnn_Lee\t1\t2\nBo_Chen\t1\t3\n\nAnn_Lee\t2\tBo_Chen\t1\n"
                                         "Bo_Chen 3 Ann_Lee 1\n")
-    verification = data.load_verification(str(tmp_path), image_size=_SIZE)
+    verification = pairs.load_verification(str(tmp_path), image_size=_SIZE)
     assert verification.name == os.path.basename(tmp_path)
     order = [("Ann_Lee", 1), ("Ann_Lee", 2), ("Bo_Chen", 1), ("Bo_Chen", 3),
              ("Ann_Lee", 2), ("Bo_Chen", 1), ("Bo_Chen", 3), ("Ann_Lee", 1)]
@@ -511,11 +512,11 @@ def test_generic_pairs_list(tmp_path):
     (tmp_path / "list.txt").write_text("# comment\nAnn_Lee/Ann_Lee_0001.jpg Bo_Chen/Bo_Chen_0002.jpg 0\n"
                                        "Bo_Chen/Bo_Chen_0001.jpg Bo_Chen/Bo_Chen_0003.jpg 1\n"
                                        "Ann_Lee/Ann_Lee_0002.jpg Bo_Chen/Bo_Chen_0001.jpg -1\n")
-    verification = data.load_pairs(tmp_path / "images", tmp_path / "list.txt", image_size=_SIZE, name="mine")
+    verification = pairs.load_pairs(tmp_path / "images", tmp_path / "list.txt", image_size=_SIZE, name="mine")
     order = [("Ann_Lee", 1), ("Bo_Chen", 2), ("Bo_Chen", 1), ("Bo_Chen", 3), ("Ann_Lee", 2), ("Bo_Chen", 1)]
     _assert_images(verification.images, [arrays[k] for k in order])
     assert verification.name == "mine" and verification.issame.tolist() == [False, True, False]
-    spec = data.load_verification(f"mine={tmp_path / 'images'}:{tmp_path / 'list.txt'}", image_size=_SIZE)
+    spec = pairs.load_verification(f"mine={tmp_path / 'images'}:{tmp_path / 'list.txt'}", image_size=_SIZE)
     np.testing.assert_array_equal(spec.images, verification.images)
 
 
@@ -523,19 +524,19 @@ def test_malformed_pairs_line_names_the_line(tmp_path):
     _lfw_folder(tmp_path)
     (tmp_path / "pairs.txt").write_text("1 2\nAnn_Lee 1 2\nAnn_Lee one 2\n")
     with pytest.raises(DataError, match=r"pairs\.txt, line 3: expected `name i j`"):
-        data.load_verification(str(tmp_path))
+        pairs.load_verification(str(tmp_path))
     (tmp_path / "list.txt").write_text("Ann_Lee/Ann_Lee_0001.jpg Ann_Lee/Ann_Lee_0002.jpg yes\n")
     with pytest.raises(DataError, match=r"list\.txt, line 1: expected `path1 path2 1\|0`"):
-        data.load_pairs(tmp_path, tmp_path / "list.txt")
+        pairs.load_pairs(tmp_path, tmp_path / "list.txt")
 
 
 def test_missing_pair_image_is_named(tmp_path):
     _lfw_folder(tmp_path)
     (tmp_path / "pairs.txt").write_text("10\t300\nAnn_Lee\t1\t2\nBo_Chen\t1\t7\n")
     with pytest.raises(DataError, match=r"line 3: image .*Bo_Chen_0007\.jpg does not exist"):
-        data.load_verification(str(tmp_path))
+        pairs.load_verification(str(tmp_path))
 
 
 def test_verification_set_checks_its_arrays():
     with pytest.raises(DataError, match="two per pair"):
-        data.VerificationSet("x", np.zeros((3, 4, 4, 3), np.float32), np.zeros(2, bool))
+        pairs.VerificationSet("x", np.zeros((3, 4, 4, 3), np.float32), np.zeros(2, bool))

@@ -40,12 +40,7 @@ Reading RecordIO directly goes through Python (``tf.numpy_function``);
 identity, so they come from training identities and classification accuracy
 on them scores a sampled architecture.
 
-**Verification sets** (`VerificationSet`, pairs interleaved: ``images[2i]``
-and ``images[2i+1]`` are pair ``i``): insightface's ``.bin`` pickles
-(`load_bin`, unpickled by a restricted unpickler that runs nothing), or image
-folders with a pairs list (`load_pairs`: LFW's ``pairs.txt`` or
-``path1 path2 1|0`` lines). Decoded images are held in memory as float32:
-LFW (6000 pairs) takes 1.8 GB at 112x112.
+Verification sets (LFW, CFP-FP, AgeDB-30) are read by `bnas_tf.face.pairs`.
 """
 
 from __future__ import annotations
@@ -56,7 +51,6 @@ import glob
 import json
 import math
 import os
-import re
 
 from absl import logging
 import numpy as np
@@ -85,10 +79,6 @@ TRAINING_LAYOUT = (
     "the aligned 112x112 release), or as insightface's MXNet RecordIO release, <data_dir>/train.rec plus "
     "<data_dir>/train.idx (faces_webface_112x112). `bnas_tf.face.data.convert(<data_dir>, <tfrecord_dir>)` "
     "turns either into TFRecord shards, the fastest input; pass <tfrecord_dir> afterwards.")
-VERIFICATION_SOURCES = (
-    "lfw.bin, cfp_fp.bin and agedb_30.bin come with insightface's training-data releases: faces_webface_112x112 "
-    "(CASIA-WebFace) ships all three next to train.rec and train.idx (github.com/deepinsight/insightface, "
-    "recognition datasets).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,35 +96,6 @@ class FaceDataInfo:
     num_images: int
     image_size: int | None
     layout: str
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class VerificationSet:
-    """A face verification benchmark.
-
-    Attributes:
-        name: e.g. ``"lfw"``, ``"cfp_fp"``, ``"agedb_30"``.
-        images: float32 [2N, H, W, 3], normalized (`normalize`); ``images[2i]``
-            and ``images[2i + 1]`` are pair ``i``.
-        issame: bool [N], whether pair ``i`` shows one person.
-    """
-
-    name: str
-    images: np.ndarray
-    issame: np.ndarray
-
-    def __post_init__(self):
-        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.float32:
-            raise DataError(f"Verification set {self.name}: images must be float32 [2N, H, W, 3], got "
-                            f"{self.images.dtype} {self.images.shape}.")
-        if self.issame.ndim != 1 or self.issame.dtype != bool or len(self.images) != 2 * len(self.issame):
-            raise DataError(f"Verification set {self.name}: {len(self.images)} images for "
-                            f"{len(self.issame)} pairs; expected two per pair and a bool issame [N].")
-
-    @property
-    def num_pairs(self):
-        """N, the number of pairs."""
-        return len(self.issame)
 
 
 def normalize(images):
@@ -452,9 +413,9 @@ def convert(source, output_dir, *, num_shards=None, image_size=112):
         ConfigError: a bad argument, or ``source`` is already converted.
         DataError: the source is missing or holds a file that is not an image.
     """
-    image_size = _check_int("image_size", image_size, 1)
+    image_size = check_int("image_size", image_size, 1)
     if num_shards is not None:
-        num_shards = _check_int("num_shards", num_shards, 1)
+        num_shards = check_int("num_shards", num_shards, 1)
     src = _resolve(source)
     if src.layout == "tfrecord":
         raise bad_value("source", os.fspath(source), "an identity folder or a RecordIO train.rec (this is "
@@ -547,7 +508,7 @@ def training_dataset(source, *, batch_size, seed, image_size=112, flip=True, shu
         ConfigError: a bad argument.
         DataError: the source is missing or unusable.
     """
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     epoch_fn, size, where = _epochs(source, seed, image_size, flip, shuffle_buffer, indices)
     if drop_remainder and size < batch_size:
         raise bad_value("batch_size", batch_size, f"at most the {size} images of {where} (drop_remainder)")
@@ -572,9 +533,9 @@ def epoch_stream(source, *, seed, image_size=112, flip=True, shuffle_buffer=1000
 
 def _epochs(source, seed, image_size, flip, shuffle_buffer, indices):
     """(epoch -> dataset of (image, label), number of images, where the source is)."""
-    seed = _check_int("seed", seed, 0, 2**63 - 1)
-    image_size = _check_int("image_size", image_size, 1)
-    shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, 0)
+    seed = check_int("seed", seed, 0, 2**63 - 1)
+    image_size = check_int("image_size", image_size, 1)
+    shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 0)
     src = _resolve(source)
     if indices is not None:
         indices = np.unique(np.asarray(indices, np.int64).reshape(-1))
@@ -585,7 +546,7 @@ def _epochs(source, seed, image_size, flip, shuffle_buffer, indices):
     source_epoch = src.epoch_fn(indices, seed, shuffle_buffer)
 
     def prepare(epoch, index, encoded, label):
-        image = _decode_resize(encoded, image_size)
+        image = decode_resize(encoded, image_size)
         if flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=_epoch_seed(seed, epoch, index))
         return normalize(image), label
@@ -612,7 +573,7 @@ def _epoch_seed(seed, epoch, index):
     return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
 
 
-def _decode_resize(encoded, size):
+def decode_resize(encoded, size):
     """Encoded image -> float32 [size, size, 3] in [0, 255]."""
     image = tf.cast(tf.io.decode_image(encoded, channels=3, expand_animations=False), tf.float32)
     hw = tf.shape(image)[:2]
@@ -641,10 +602,10 @@ def split_heldout(labels, *, heldout_per_class=None, fraction=None, seed):
     if (heldout_per_class is None) == (fraction is None):
         raise ConfigError("split_heldout takes exactly one of `heldout_per_class` and `fraction`.")
     if heldout_per_class is not None:
-        heldout_per_class = _check_int("heldout_per_class", heldout_per_class, 1)
+        heldout_per_class = check_int("heldout_per_class", heldout_per_class, 1)
     elif isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise bad_value("fraction", fraction, "a fraction in (0, 1)")
-    seed = _check_int("seed", seed, 0, 2**32 - 1)
+    seed = check_int("seed", seed, 0, 2**32 - 1)
     labels = np.asarray(labels).reshape(-1)
     if labels.dtype.kind not in "iu":
         raise bad_value("labels", labels.dtype, "integer labels")
@@ -664,133 +625,20 @@ def split_heldout(labels, *, heldout_per_class=None, fraction=None, seed):
     return train, heldout
 
 
-# --------------------------------------------------------------------------
-# Verification sets.
-# --------------------------------------------------------------------------
-
-
-def load_bin(path, *, image_size=112, name=None):
-    """Loads an insightface verification ``.bin`` (lfw.bin, cfp_fp.bin, agedb_30.bin) as a `VerificationSet`.
-
-    The pickle is read by `bin_format.read_bin`, which resolves no global
-    beyond numpy's array reconstructors and refuses anything else.
-
-    Args:
-        path: the ``.bin`` file.
-        image_size: output side; other sizes are resized bilinearly.
-        name: the set's name; defaults to the file stem.
-
-    Raises:
-        DataError: the file is missing (the message says where .bin files
-            come from), hostile, truncated or malformed, or an image does not decode.
-    """
-    path = os.fspath(path)
-    image_size = _check_int("image_size", image_size, 1)
-    name = name or os.path.splitext(os.path.basename(path))[0]
-    if not os.path.isfile(path):
-        raise DataError(_missing_verification(name, path))
-    bins, issame = bin_format.read_bin(path)
-    images = _decode_all(bins, image_size, lambda i: f"{path}: image {i} (pair {i // 2})")
-    logging.info("Loaded verification set %s from %s: %d pairs.", name, path, len(issame))
-    return VerificationSet(name, images, issame)
-
-
-def load_pairs(root, pairs_file, *, image_size=112, name=None):
-    """Loads a verification set from an image folder and a pairs list (`bin_format.read_pairs`).
-
-    Args:
-        root: the image folder.
-        pairs_file: LFW's ``pairs.txt`` or ``path1 path2 1|0`` lines.
-        image_size: output side; other sizes are resized bilinearly.
-        name: the set's name; defaults to the folder's name.
-
-    Raises:
-        DataError: a missing folder or image, a malformed line, an undecodable image.
-    """
-    root, pairs_file = os.fspath(root), os.fspath(pairs_file)
-    image_size = _check_int("image_size", image_size, 1)
-    name = name or os.path.basename(os.path.normpath(root))
-    if not os.path.isdir(root):
-        raise DataError(_missing_verification(name, root))
-    pairs = bin_format.read_pairs(root, pairs_file)
-    paths = [p for path1, path2, _, _ in pairs for p in (path1, path2)]
-    encoded = []
-    for path in paths:
-        with open(path, "rb") as f:
-            encoded.append(f.read())
-    images = _decode_all(encoded, image_size,
-                         lambda i: f"{paths[i]} ({pairs_file}, line {pairs[i // 2][3]})")
-    logging.info("Loaded verification set %s from %s: %d pairs.", name, pairs_file, len(pairs))
-    return VerificationSet(name, images, np.array([same for _, _, same, _ in pairs], bool))
-
-
-def load_verification(spec, *, image_size=112):
-    """Loads a verification set from ``"name=path"`` or a path.
-
-    A path ending in ``.bin`` goes to `load_bin`; a directory holding
-    ``pairs.txt``, or ``DIR:PAIRS_FILE``, to `load_pairs`. The name defaults
-    to the file stem (lfw, cfp_fp, agedb_30) or the directory name.
-
-    Raises:
-        DataError: the data is missing (the message says where to get and put it) or unusable.
-    """
-    text = os.fspath(spec)
-    match = re.fullmatch(r"([A-Za-z0-9_.+-]+)=(.+)", text)
-    name, path = match.groups() if match else (None, text)
-    if path.endswith(".bin"):
-        return load_bin(path, image_size=image_size, name=name)
-    if os.path.isdir(path):
-        pairs = os.path.join(path, "pairs.txt")
-        if not os.path.isfile(pairs):
-            raise DataError(f"{path} has no pairs.txt; pass {name or 'NAME'}={path}:PAIRS_FILE to name the pairs "
-                            "list (LFW pairs.txt or `path1 path2 1|0` lines).")
-        return load_pairs(path, pairs, image_size=image_size, name=name)
-    if ":" in path:
-        root, pairs = path.rsplit(":", 1)
-        if os.path.isdir(root):
-            if not os.path.isabs(pairs) and not os.path.isfile(pairs):
-                pairs = os.path.join(root, pairs)
-            return load_pairs(root, pairs, image_size=image_size, name=name)
-    raise DataError(_missing_verification(name or os.path.basename(os.path.normpath(path)), path))
-
-
-def _missing_verification(name, path):
-    return (f"Verification set {name}: {path} does not exist. {VERIFICATION_SOURCES} Put the file at {path} "
-            "(e.g. <data_dir>/lfw.bin), or give an image folder: NAME=DIR with DIR/pairs.txt (LFW layout "
-            "DIR/<name>/<name>_0001.jpg), or NAME=DIR:PAIRS_FILE with `path1 path2 1|0` lines.")
-
-
-@functools.lru_cache(maxsize=None)
-def _decoder(image_size):
-    return tf.function(lambda x: normalize(_decode_resize(x, image_size)),
-                       input_signature=[tf.TensorSpec([], tf.string)])
-
-
-def _decode_all(encoded, image_size, where):
-    """Decodes, resizes and normalizes encoded images into float32 [n, size, size, 3]."""
-    fn = _decoder(image_size)
-    with tf.device("/CPU:0"):
-        out = np.empty((len(encoded), image_size, image_size, 3), np.float32)
-        for i, data in enumerate(encoded):
-            try:
-                out[i] = fn(tf.constant(data)).numpy()
-            except tf.errors.OpError as err:
-                raise DataError(f"{where(i)} cannot be decoded as an image: {_first_line(err.message)}") from None
-    return out
-
-
 def _decode_checked(data, where):
     try:
         return tf.io.decode_image(data, channels=3, expand_animations=False)
     except tf.errors.OpError as err:
-        raise DataError(f"{where} cannot be decoded as an image: {_first_line(err.message)}") from None
+        raise DataError(f"{where} cannot be decoded as an image: {first_line(err.message)}") from None
 
 
-def _first_line(text):
+def first_line(text):
+    """The first line of an error message."""
     return (str(text).strip().splitlines() or [""])[0]
 
 
-def _check_int(name, value, low, high=None):
+def check_int(name, value, low, high=None):
+    """``value`` as an int in [low, high]; ConfigError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
             or (high is not None and value > high):
         expected = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"

@@ -22,6 +22,7 @@ from bnas_tf import data as data_lib
 from bnas_tf.errors import ConfigError
 from bnas_tf.errors import bad_value
 from bnas_tf.face import data as face_data
+from bnas_tf.face import pairs as face_pairs
 
 _EPOCH_TAG = 7919  # folded into the seed of each epoch's shuffle
 _DEMO_SHIFT = 4  # pixels of the demo's random shifts, the digits' crop padding
@@ -99,7 +100,7 @@ def digits_identities(*, batch_size, seed, train_classes=data_lib.DIGITS_FACES_T
     unseen = np.flatnonzero(labels >= train_classes)
     pairs, issame = _balanced_pairs(labels[unseen], int(num_pairs), seed=12345)
     pair_images = face_data.normalize(images[unseen][pairs.reshape(-1)]).numpy()
-    heldout = face_data.VerificationSet(name=f"digits_{train_classes}-9", images=pair_images, issame=issame)
+    heldout = face_pairs.VerificationSet(name=f"digits_{train_classes}-9", images=pair_images, issame=issame)
     data = TrainingData(int(train_classes), len(train_labels), x_train.shape[1], int(batch_size), epoch_fn)
     if data.steps < 1:
         raise ConfigError(f"The demo has {len(train_labels)} training images, fewer than one batch of {batch_size}.")
