@@ -221,6 +221,7 @@ def export(model, export_dir, *, sample_inputs, summary_extra=None):
             lce_tflite_ops=op_counts(lce_tflite),
             files={"saved_model": SAVED_MODEL, "keras": KERAS_FILE, "tflite": TFLITE_FILE, "lce_tflite": LCE_FILE},
         )
+        figures.update(_lce_kind(figures))
         figures.update(extra)
         with open(staged[SUMMARY_FILE], "w") as f:
             json.dump(figures, f, indent=2, default=_json_default)
@@ -238,6 +239,28 @@ def export(model, export_dir, *, sample_inputs, summary_extra=None):
         "summary_json": os.path.join(export_dir, SUMMARY_FILE),
         "summary": figures,
     }
+
+
+def _lce_kind(figures):
+    """What the LCE file is: ``lce_binary_convolutions`` (its bit-packed ``LceBconv2d`` ops) and
+    ``lce_model``, "binary" or "float kernels (W1A32)".
+
+    Larq Compute Engine bit-packs a convolution only when its input is binary
+    too: a network with binary weights and float activations (W1A32, the
+    paper's BNAS and the demo) keeps its +-A_hat kernels in float32 in the LCE
+    file, whose size is then close to the float file's, not `memory_ratio`
+    (what 1-bit kernel storage would give). The export says so rather than
+    call the file binary.
+    """
+    bconvs = int(figures["lce_tflite_ops"].get("LceBconv2d", 0))
+    if bconvs or not figures.get("params_1bit"):
+        return {"lce_binary_convolutions": bconvs, "lce_model": "binary" if bconvs else "float"}
+    logging.warning(
+        "The LCE model has no bit-packed convolution: Larq Compute Engine packs a convolution only when its "
+        "input is binary too (binary activations). This network's %d binarized kernel weights are stored in "
+        "float32 there (size ratio %.2f of the float file, against %.2f with 1-bit storage).",
+        figures["params_1bit"], figures["lce_size_ratio"], figures["memory_ratio"])
+    return {"lce_binary_convolutions": 0, "lce_model": "float kernels (W1A32)"}
 
 
 def _write_saved_model(network, path, signature):

@@ -332,7 +332,7 @@ def format_table(summary, extra=None):
     value is printed as given (floats with 4 significant digits).
     """
     rows = [(label, _format_value(key, summary[key])) for key, label in _SUMMARY_ROWS if key in summary]
-    for key in ("tflite_bytes", "lce_tflite_bytes", "lce_size_ratio"):
+    for key in ("tflite_bytes", "lce_tflite_bytes", "lce_size_ratio", "lce_model", "lce_binary_convolutions"):
         if key in summary:
             rows.append((key, _format_value(key, summary[key])))
     rows.extend((str(key), _format_value(str(key), value)) for key, value in (extra or {}).items())

@@ -228,6 +228,8 @@ def test_build_network(tmp_path):
     figures = result["summary"]
     assert figures["params"] == network.count_params(model)  # auxiliary head excluded
     assert figures["lce_tflite_ops"]["LceBconv2d"] > 0
+    assert figures["lce_model"] == "binary" and figures["lce_binary_convolutions"] == figures["lce_tflite_ops"][
+        "LceBconv2d"]
     report = export.verify(result["export_dir"], x, model)
     assert report["saved_model"]["max_abs_diff"] <= ROUND_TRIP_ATOL
     assert report["keras"]["max_abs_diff"] <= ROUND_TRIP_ATOL
@@ -265,3 +267,20 @@ def test_bad_arguments(tmp_path):
         export.export(model, tmp_path / "b", sample_inputs=[1.0, 2.0])
     with pytest.raises(export.ExportError, match="no complete export"):
         export.verify(tmp_path, _sample_inputs(2), model)
+
+
+def test_binary_weight_network_export_is_named_for_what_it_is(tmp_path, caplog):
+    """W1A32 (binary weights, float activations): LCE packs no convolution, and the export says so
+    instead of presenting the file as the binary model."""
+    from bnas_tf import network
+    from bnas_tf.genotypes import Genotype
+
+    keras.utils.set_random_seed(SEED)
+    model = _randomize(network.build_network(Genotype(**LIGHT_GENOTYPE), num_classes=10, init_channels=4, layers=3,
+                                             auxiliary=False, binarization="pcnn"))
+    with caplog.at_level("WARNING"):
+        figures = export.export(model, tmp_path / "w1a32", sample_inputs=_sample_inputs(2, (32, 32, 3)))["summary"]
+    assert figures["params_1bit"] > 0 and "LceBconv2d" not in figures["lce_tflite_ops"]
+    assert figures["lce_binary_convolutions"] == 0 and figures["lce_model"] == "float kernels (W1A32)"
+    assert figures["lce_size_ratio"] > 2 * figures["memory_ratio"]
+    assert "no bit-packed convolution" in caplog.text
