@@ -12,6 +12,7 @@ Only matplotlib's Agg canvas is used (no pyplot, no global backend change),
 so this works on headless machines and inside notebooks alike.
 """
 
+import io
 import os
 
 import numpy as np
@@ -364,15 +365,46 @@ def plot_cell(genotype, cell_type, path, title=None):
         ConfigError: `cell_type` is not "normal" or "reduce".
         GenotypeError: `genotype` cannot be loaded.
     """
+    png = cell_png(genotype, cell_type, title)  # errors before the file is opened
+    path = os.fspath(path)
+    with open(path, "wb") as f:
+        f.write(png)
+    logging.info("Wrote the %s cell diagram to %s.", cell_type, path)
+    return path
+
+
+def cell_png(genotype, cell_type, title=None):
+    """The PNG bytes of `plot_cell`'s diagram (for TensorBoard, or any file system)."""
     genotype = genotypes_lib.load(genotype)
     edges, concat = genotype.cell(cell_type)  # ConfigError for a bad cell_type
     if title is None:
         title = "normal cell" if cell_type == "normal" else "reduction cell"
-    figure = _render(edges, concat, title)
-    path = os.fspath(path)
-    figure.savefig(path, format="png", dpi=_DPI, facecolor="white")
-    logging.info("Wrote the %s cell diagram to %s.", cell_type, path)
-    return path
+    buffer = io.BytesIO()
+    _render(edges, concat, title).savefig(buffer, format="png", dpi=_DPI, facecolor="white")
+    return buffer.getvalue()
+
+
+def heatmap_png(values, row_labels, col_labels, title):
+    """A PNG heat map of ``values`` [rows, cols] (NaN left blank), each cell annotated."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    values = np.asarray(values, dtype=np.float64)
+    figure = Figure(figsize=(1.0 + 0.9 * values.shape[1], 0.8 + 0.32 * values.shape[0]), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot(1, 1, 1)
+    ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < np.nanmax(values) * 0.6
+                    else "black")
+    ax.set_title(title, fontsize=9)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", facecolor="white")
+    return buffer.getvalue()
 
 
 def plot_genotype(genotype, directory):

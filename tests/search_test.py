@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from bnas_tf import genotypes as gt
 from bnas_tf.errors import ConfigError
@@ -256,6 +257,18 @@ def test_bnas_search_with_warmup_freeze_and_v_epochs(tmp_path, monkeypatch):
     # Units: L + T * (ceil(3/2) + ceil(2/2)) + V * 2 = 2 + 3 + 2.
     assert int(searcher.unit.numpy()) == tuner_lib.total_units(config) == 7
     assert gt.load(genotype.to_json()) == genotype  # a valid genotype
+
+    # What TensorBoard shows a NAS user: the architecture weights after each phase, each
+    # round's K, trials, likelihoods (an image per cell) and abandoned operations, the cells.
+    tags = collections.Counter()
+    for path in (tmp_path / "tensorboard" / "search").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    for cell in gt.CELL_TYPES:
+        assert tags[f"arch/{cell}"] == 3  # after the warm-up and after the V phase of each of the 2 rounds
+        assert tags[f"round/likelihood_{cell}"] == 2 and tags[f"cells/{cell}"] == 1
+        assert tags[f"arch/{cell}/edge_weight_0"] == 3
+    assert tags["round/k"] == tags["round/num_trials"] == tags["round/abandoned"] == 2
 
 
 def test_final_genotype_rule():

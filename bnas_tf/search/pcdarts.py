@@ -33,6 +33,7 @@ from bnas_tf import data as data_lib
 from bnas_tf import distribute
 from bnas_tf import interrupt
 from bnas_tf import tracing
+from bnas_tf.search import board
 from bnas_tf.optim import OPTIMIZERS, FlatSGD
 from bnas_tf.errors import ConfigError, StateError, TrainingError
 from bnas_tf.search import statefile
@@ -691,6 +692,9 @@ def _run_pcdarts(config, model_dir, strategy):
         logging.info("epoch %d: loss %.4f train acc %.4f held-out acc %.4f", epoch + 1, result["loss"],
                      result["train_accuracy"], result["val_accuracy"])
         logging.info("genotype: %s", searcher.genotype())
+        if searcher.is_chief:
+            board.write_architecture(searcher.writer, searcher.model, epoch + 1)
+            board.write_cells(searcher.writer, searcher.genotype(), epoch + 1, f"(epoch {epoch + 1})")
         searcher.save()
     genotype = searcher.genotype()
     return searcher, genotype, searcher.elapsed_seconds

@@ -28,8 +28,11 @@ from absl import logging
 
 from bnas_tf import genotypes as gt
 from bnas_tf.errors import ConfigError
+from bnas_tf.search import board
 from bnas_tf.search import outputs
 from bnas_tf.search import statefile
+from bnas_tf.search.history import FILENAME as HISTORY_FILE
+from bnas_tf.search.history import History
 from bnas_tf.search.oracle import BnasOracle
 from bnas_tf.search.pcdarts import Searcher, check_resume_settings, search_graph_options
 
@@ -144,6 +147,8 @@ class BnasTuner(keras_tuner.Tuner):
             self._unit_seconds.append(time.time() - t0)
             searcher.save()
             logging.info("%s: loss %.4f, train accuracy %.4f", label, result["loss"], result["train_accuracy"])
+        if searcher.is_chief:
+            board.write_architecture(searcher.writer, searcher.model, int(searcher.unit.numpy()))
         oracle.finish_phase(searcher.model.alphas() if not cfg.one_bit else None)
         self.save()
         searcher.model.set_alive(oracle.active_ops())
@@ -159,9 +164,22 @@ class BnasTuner(keras_tuner.Tuner):
             if phase["phase"] == "trials":
                 self.search(verbose=0)  # the Oracle stops it at the end of the round
                 self.searcher.model.set_alive(self.oracle.active_ops())
+                self._board_round()
             else:
                 self._run_phase(phase)
-        return self.genotype()
+        genotype = self.genotype()
+        if self.searcher.is_chief:
+            board.write_cells(self.searcher.writer, genotype, int(self.searcher.unit.numpy()), "(found)")
+        return genotype
+
+    def _board_round(self):
+        """The round just finished, in TensorBoard (`board.write_round`)."""
+        if not self.searcher.is_chief:
+            return
+        rounds = History(os.path.join(self.searcher.model_dir, HISTORY_FILE)).records("round")
+        if rounds:
+            board.write_round(self.searcher.writer, rounds[-1], list(self.searcher.model.primitives),
+                              int(self.searcher.unit.numpy()))
 
     def genotype(self):
         """The found genotype (`final_genotype`) from the Oracle's survivors and the edge weights."""
