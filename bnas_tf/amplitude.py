@@ -99,10 +99,11 @@ def pcnn_amplitude_loss(kernel, amplitude, theta, axis=None):
     """L_A = theta/2 * sum_i ||X_i - A_hat (.) D_i||^2 (Eq. 2); gradients Eqs. 17, 21.
 
     D = sign(X) is a constant here, as in Eq. 17. `axis`: see `mean_broadcast`.
-    Computed in float32 whatever the compute dtype (under ``mixed_float16``
-    the kernel arrives in float16, and Keras sums the losses in float32).
+    Computed in at least float32 (under ``mixed_float16`` the kernel arrives
+    in float16, and Keras sums the losses in float32).
     """
-    kernel, amplitude = ops.cast(kernel, "float32"), ops.cast(amplitude, "float32")
+    if keras.backend.standardize_dtype(kernel.dtype) in ("float16", "bfloat16"):
+        kernel, amplitude = ops.cast(kernel, "float32"), ops.cast(amplitude, "float32")
     direction = ops.stop_gradient(quantizers.sign(kernel))
     residual = kernel - mean_broadcast(amplitude, axis) * direction
     return 0.5 * theta * ops.sum(ops.square(residual))
