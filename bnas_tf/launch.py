@@ -485,9 +485,9 @@ def main(argv):
         logging.error("%s", err)
         sys.stderr.write(f"bnas_tf: error: {err}\n")
         sys.exit(2)
-    except KeyboardInterrupt:
-        message = (f"Interrupted. What was checkpointed in {FLAGS.model_dir} is kept: run the same command "
-                   "again to resume.")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (`bnas_tf.interrupt`)
+        message = (f"{interrupt.reason()}. What was checkpointed in {FLAGS.model_dir} is kept: run the same "
+                   "command again to resume.")
         logging.warning("%s", message)
         sys.stderr.write(f"bnas_tf: {message}\n")
         sys.exit(130)
