@@ -1,5 +1,5 @@
 """A BNAS search stopped in the middle of a round (SIGKILL, Ctrl-C, SIGTERM) and resumed by the
-same command.
+same command; a finished one started over with --restart=search.
 
 The search is the demo's, shortened (K from 4: rounds K = 4, 3, 2 with 2, 2
 and 1 trials; a few steps per epoch): the property is the same as for the
@@ -8,12 +8,14 @@ same command is the reference.
 """
 
 import json
+import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
+from bnas_tf import rundir
 from cli_util import DEMO, ENV, REPO, TIMEOUT, check_genotype, read_history, run  # noqa: E402
 
 pytestmark = pytest.mark.slow  # end-to-end runs of the command line
@@ -103,3 +105,29 @@ def test_ctrl_c_or_sigterm_stops_a_search_with_one_message_and_it_resumes(refere
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
     assert not (model_dir / "genotype.json").exists()
     _check_resumed(run(args), model_dir, reference)
+
+
+def test_restart_search_starts_a_finished_search_over(reference, tmp_path):
+    """--restart=search on a finished search: the search runs again from its warm-up, and its
+    history holds the new run's trials only; files that are not bnas_tf's stay."""
+    model_dir = tmp_path / "again"
+    shutil.copytree(reference, model_dir)
+    # Every path the search wrote is one that the restart removes: the list in rundir is whole.
+    written = {p.name for p in model_dir.iterdir()}
+    assert written <= {path.split("/")[0] for path in rundir.RESTART_PATHS["search"]}, written
+    lines = (model_dir / "search_history.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "stale": True})  # a record of the old run, told apart
+    (model_dir / "search_history.jsonl").write_text("\n".join(lines) + "\n")
+    (model_dir / "train").mkdir()
+    (model_dir / "train" / "results.json").write_text("{}")  # the training of the old genotype
+    (model_dir / "notes.txt").write_text("mine")
+    result = run(SHORT + [f"--model_dir={model_dir}", "--restart=search"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Restored the search checkpoint" not in result.stderr and "warmup epoch 1/1" in result.stderr
+    history = read_history(model_dir)
+    assert not any(r.get("stale") for r in history)
+    assert history == read_history(reference)  # the same seed, a search from scratch: the same records
+    assert check_genotype(model_dir / "genotype.json") == check_genotype(reference / "genotype.json")
+    assert not (model_dir / "train").exists() and (model_dir / "notes.txt").read_text() == "mine"
+    assert not list(model_dir.glob(rundir.MARKER_PREFIX + "*"))

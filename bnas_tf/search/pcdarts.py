@@ -128,14 +128,15 @@ def check_resume_settings(config, model_dir, method):
     try:
         diff = statefile.settings_changes(os.path.join(model_dir, SETTINGS_FILE), current)
     except statefile.Unreadable as err:
-        raise StateError(f"Cannot read the search settings ({err}). Start the search again in a new "
-                         f"--model_dir, or delete the whole {model_dir} first.") from None
+        raise StateError(f"Cannot read the search settings ({err}). Start the search over with "
+                         "--restart=search, or in a new --model_dir.") from None
     allowed = {k: v for k, v in diff.items() if k in _RESUMABLE_CHANGES}
     refused = {k: v for k, v in diff.items() if k not in _RESUMABLE_CHANGES}
     if refused:
         raise StateError(
             f"The search in {model_dir} was started with other settings: {statefile.describe(refused)}. "
-            "Resume it with the same flags, or start a new search in another --model_dir.")
+            "Resume it with the same flags, start it over with these with --restart=search, or start a new "
+            "search in another --model_dir.")
     if allowed:
         logging.warning("Resuming the search with %s.", statefile.describe(allowed))
 
@@ -343,9 +344,9 @@ class Searcher:
         except (tf.errors.OpError, AssertionError, ValueError) as err:
             raise StateError(
                 f"Cannot restore the search checkpoint {latest}: {str(err).splitlines()[0]}. "
-                "It is corrupt or from a different configuration. Start the search again in a new "
-                f"--model_dir, or delete the whole {self.model_dir} first (its checkpoints and its Oracle "
-                "state belong together: deleting one of them mixes a fresh start with a search in progress)."
+                "It is corrupt or from a different configuration. Start the search over with --restart=search "
+                "(or in a new --model_dir); do not delete the checkpoints alone: they and the Oracle state "
+                "belong together, and deleting one of them mixes a fresh start with a search in progress."
             ) from None
         self.model.refresh_alive()
         elapsed_path = os.path.join(self.model_dir, self.ELAPSED_FILE)
