@@ -469,12 +469,13 @@ def _check_restart():
 
 
 def prepare_model_dir():
-    """Before anything reads --model_dir: finishes a restart that a kill interrupted, and starts
-    over what --restart names (`bnas_tf.rundir`)."""
+    """Before anything reads --model_dir: finishes a restart that a kill interrupted, starts over
+    what --restart names, and removes the temporaries of killed writes (`bnas_tf.rundir`)."""
     from bnas_tf import rundir
 
     rundir.finish_interrupted_restarts(FLAGS.model_dir)
     rundir.restart(FLAGS.model_dir, FLAGS.restart)
+    rundir.remove_stray_temporaries(FLAGS.model_dir)
 
 
 def main(argv):

@@ -1,4 +1,4 @@
-"""What bnas_tf keeps in a model directory, and starting parts of it over.
+"""What bnas_tf keeps in a model directory: starting parts of it over, and clearing the litter of killed writes.
 
 A model directory holds three things, each made from the one before:
 
@@ -26,12 +26,20 @@ counts as asked for), moves every doomed path into it (one rename each) and
 then deletes it. A run that starts and finds such a directory finishes that
 restart before it reads anything (`finish_interrupted_restarts`).
 
+`remove_stray_temporaries` clears what a killed write leaves behind and
+nothing reads: TensorFlow's ``ckpt-N_temp/`` directories and
+``checkpoint.tmp<hex>`` lists, the ``*.tmp`` files of bnas_tf's
+write-then-rename (`bnas_tf.search.statefile`, the genotype, the converted face
+data's metadata), and the staging directories of an export.
+
 Local paths use `os`; other file systems (gs://...) `tf.io.gfile`, whose
 renames of directories on object stores copy object by object: there the
 roll-forward still holds, the speed of one rename does not.
 """
 
+import fnmatch
 import os
+import re
 import shutil
 
 from absl import logging
@@ -58,6 +66,25 @@ RESTART_PATHS = {
     "all": SEARCH_PATHS + TRAIN_PATHS + EXPORT_PATHS,
 }
 MARKER_PREFIX = ".bnas_restart_"
+EXPORT_STAGING_PREFIX = ".export-staging-"  # bnas_tf.export's staging directories
+
+# Where killed writes leave litter: (directory pattern relative to the model directory, regular
+# expression of the stray names there). Each of these directories is bnas_tf's own, except the
+# model directory itself, where only the temporaries of bnas_tf's files count.
+_TOP_LEVEL_FILES = ("genotype.json", "search_settings.json", "elapsed.json", "pending_unit.json", "phase.json",
+                    "meta.json", "labels.npy")
+_CHECKPOINT_LITTER = r"ckpt-\d+_temp|checkpoint\.tmp[0-9a-f]{32}"
+_STRAYS = (
+    ("", "|".join(re.escape(name + ".tmp") for name in _TOP_LEVEL_FILES)),
+    ("checkpoints", _CHECKPOINT_LITTER),
+    ("tuner", r".+\.tmp"),
+    (os.path.join("tuner", "trial_*"), r".+\.tmp"),
+    ("train", r".+\.tmp"),
+    (os.path.join("train", "checkpoints"), _CHECKPOINT_LITTER),
+    (os.path.join("train", ".worker_*", "checkpoints"), _CHECKPOINT_LITTER),
+    ("export", re.escape(EXPORT_STAGING_PREFIX) + r".+"),
+)
+
 
 def restart(model_dir, what):
     """Removes from `model_dir` what the restart `what` (one of `RESTARTS`) names; see the module
@@ -81,6 +108,21 @@ def finish_interrupted_restarts(model_dir):
             _roll_forward(model_dir, what)
             finished.append(what)
     return finished
+
+
+def remove_stray_temporaries(model_dir):
+    """Removes what killed writes left in `model_dir` (see the module docstring), one log line each;
+    returns the removed paths."""
+    model_dir = os.fspath(model_dir)
+    stray = []
+    for place, names in _STRAYS:
+        pattern = re.compile(names)
+        for directory in _glob(model_dir, place):
+            stray += [_join(directory, name) for name in _listdir(directory) if pattern.fullmatch(name)]
+    for path in stray:
+        _delete(path)
+        logging.warning("Removed %s, left by a write that was interrupted.", path)
+    return stray
 
 
 def _roll_forward(model_dir, what):
@@ -137,6 +179,14 @@ def _listdir(path):
         return []
     names = _gfile().listdir(path) if _remote(path) else os.listdir(path)
     return sorted(name.rstrip("/") for name in names)
+
+
+def _glob(model_dir, place):
+    """The directories that `place` (a pattern relative to `model_dir`, '' itself) matches."""
+    found = [model_dir]
+    for part in [p for p in place.split(os.sep) if p]:
+        found = [_join(d, name) for d in found for name in _listdir(d) if fnmatch.fnmatchcase(name, part)]
+    return [d for d in found if _isdir(d)]
 
 
 def _makedirs(path):

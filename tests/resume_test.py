@@ -78,10 +78,18 @@ def test_killed_search_resumes_to_the_same_genotype(reference, tmp_path):
     assert not (model_dir / "genotype.json").exists()
     with open(model_dir / "elapsed.json") as f:
         before = json.load(f)["seconds"]  # the killed process's time up to its last checkpoint
+    # What a kill during a checkpoint write or a write-then-rename leaves (the review's #74, #76).
+    litter = [model_dir / "checkpoints" / "ckpt-99_temp" / "part-00000-of-00001.index",
+              model_dir / "tuner" / "oracle.json.tmp"]
+    for path in litter:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("half")
     started = time.time()
     result = run(args)
     resumed_seconds = time.time() - started
     _check_resumed(result, model_dir, reference)
+    assert not (model_dir / "checkpoints" / "ckpt-99_temp").exists() and not litter[1].exists()
+    assert result.stderr.count("left by a write that was interrupted") == 2
     # The search cost (the paper's GPU-days) counts both processes, not the last one alone.
     with open(model_dir / "search_cost.json") as f:
         seconds = json.load(f)["seconds"]

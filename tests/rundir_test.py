@@ -1,8 +1,9 @@
-"""bnas_tf.rundir: --restart clears exactly its set, and a killed restart is finished.
+"""bnas_tf.rundir: --restart clears exactly its set, a killed restart is finished, killed writes' litter goes.
 
 The command-line run of --restart=search on a finished search is in resume_test.py.
 """
 
+import logging
 import os
 
 import pytest
@@ -93,8 +94,39 @@ def test_a_delete_killed_after_the_renames_is_finished_too(tmp_path):
     assert _files(tmp_path) == USER
 
 
+STRAY = {
+    "checkpoints/ckpt-5_temp/part-00000-of-00001.index", "checkpoints/checkpoint.tmp" + "0123456789abcdef" * 2,
+    "train/checkpoints/ckpt-4_temp/part-00000-of-00001.data-00000-of-00001",
+    "train/.worker_1/checkpoints/ckpt-4_temp/part-00000-of-00001.index",
+    "tuner/oracle.json.tmp", "tuner/tuner0.json.tmp", "tuner/trial_0002/trial.json.tmp",
+    "pending_unit.json.tmp", "elapsed.json.tmp", "phase.json.tmp", "search_settings.json.tmp", "genotype.json.tmp",
+    "train/train_settings.json.tmp", "export/.export-staging-x1y2/model.tflite",
+}
+# What a stray temporary's name resembles, and a user's .tmp file: kept.
+LOOKALIKES = {"checkpoints/ckpt-5.index", "checkpoints/checkpoint", "tuner/oracle.json", "notes.tmp",
+              "checkpoints_old/ckpt-1_temp/x", "export/model.tflite", "data/cache.tmp"}
+
+
+def test_stray_temporaries_are_removed_with_one_line_each(tmp_path, caplog):
+    _make(tmp_path, STRAY | LOOKALIKES)
+    with caplog.at_level(logging.WARNING):
+        removed = rundir.remove_stray_temporaries(tmp_path)
+    assert _files(tmp_path) == LOOKALIKES
+    strays = {p.split("_temp/")[0] + "_temp" if "_temp/" in p else
+              "export/" + p.split("/")[1] if p.startswith("export/") else p for p in STRAY}
+    assert {os.path.relpath(p, tmp_path) for p in removed} == strays
+    lines = [r.getMessage() for r in caplog.records if "left by a write that was interrupted" in r.getMessage()]
+    assert len(lines) == len(strays) and all(any(s in line for line in lines) for s in strays)
+    assert rundir.remove_stray_temporaries(tmp_path) == []
+
+
 def test_the_names_agree_with_the_modules_that_write_them():
+    from bnas_tf import export, train
+    from bnas_tf.face import data as face_data
     from bnas_tf.search import history, pcdarts
 
     assert pcdarts.SETTINGS_FILE in rundir.SEARCH_PATHS and pcdarts.Searcher.ELAPSED_FILE in rundir.SEARCH_PATHS
     assert history.FILENAME in rundir.SEARCH_PATHS
+    assert export._STAGING_PREFIX == rundir.EXPORT_STAGING_PREFIX
+    assert {face_data.META_FILE, face_data.LABELS_FILE} <= set(rundir._TOP_LEVEL_FILES)
+    assert train.CHECKPOINT_DIR == "checkpoints"
