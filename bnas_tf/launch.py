@@ -18,6 +18,7 @@ from absl import app, flags, logging
 
 from bnas_tf.amplitude import SCHEMES
 from bnas_tf.optim import OPTIMIZERS
+from bnas_tf.rundir import RESTARTS
 
 MODES = ("search", "train", "export", "all", "convert")
 # Face recognition: casia_webface (Sec. 4.4), digits_faces the offline demo (digits 0-6 train, 7-9 verify).
@@ -37,6 +38,10 @@ def define_flags():
                       "CASIA-WebFace images in --data_dir (identity folders or train.rec) into TFRecords in "
                       "--model_dir.")
     flags.DEFINE_string("model_dir", None, "Directory of every output, checkpoint and log. Required.")
+    flags.DEFINE_enum("restart", "none", RESTARTS,
+                      "Start over instead of resuming: search removes the search from --model_dir (and the "
+                      "training and export of its genotype), train the training and the export, all everything "
+                      "bnas_tf wrote there; other files stay. A kill during the removal is finished by the next run.")
     flags.DEFINE_enum("dataset", "cifar10", ("cifar10", "cifar100", "imagenet2012", "digits") + FACE_DATASETS,
                       "digits is embedded (scikit-learn's handwritten digits at 32x32): no download. "
                       "casia_webface and digits_faces are face recognition (Sec. 4.4): the network gives "
@@ -443,6 +448,33 @@ def _search_ignores(flag_values, name):
     return None
 
 
+# The modes that make again what each --restart removes.
+_RESTART_MODES = {"search": ("search", "all"), "train": ("train", "all"), "all": ("search", "all")}
+_RESTART_REMOVES = {"search": "the search (and the training and export of its genotype)",
+                    "train": "the training (and its export)", "all": "the search, the training and the export"}
+
+
+def _check_restart():
+    """A --restart that removes what this --mode does not make again only loses work: refused."""
+    from bnas_tf.errors import ConfigError
+
+    modes = _RESTART_MODES.get(FLAGS.restart)
+    if modes and FLAGS.mode not in modes:
+        raise ConfigError(
+            f"--restart={FLAGS.restart} removes {_RESTART_REMOVES[FLAGS.restart]}, which --mode={FLAGS.mode} "
+            f"does not make again: use it with {' or '.join('--mode=' + m for m in modes)}.")
+
+
+def prepare_model_dir():
+    """Before anything reads --model_dir: finishes a restart that a kill interrupted, starts over
+    what --restart names, and removes the temporaries of killed writes (`bnas_tf.rundir`)."""
+    from bnas_tf import rundir
+
+    rundir.finish_interrupted_restarts(FLAGS.model_dir)
+    rundir.restart(FLAGS.model_dir, FLAGS.restart)
+    rundir.remove_stray_temporaries(FLAGS.model_dir)
+
+
 def main(argv):
     del argv
     from bnas_tf.errors import BnasError
@@ -450,6 +482,7 @@ def main(argv):
     from bnas_tf import interrupt
 
     interrupt.install()
+    restarted = False  # a --restart done: the command with it would start over again, not resume
     try:
         import tensorflow as tf
 
@@ -461,8 +494,12 @@ def main(argv):
 
         for name, why in ignored_flags():
             logging.warning("--%s is set but not used: %s.", name, why)
+        _check_restart()
         os.makedirs(FLAGS.model_dir, exist_ok=True)
         strategy = distribute.get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, cpu_devices=FLAGS.cpu_devices)
+        if distribute.is_chief(strategy):  # one task clears the shared directory
+            prepare_model_dir()
+        restarted = FLAGS.restart != "none"
         if FLAGS.deterministic:
             tf.config.experimental.enable_op_determinism()
         if FLAGS.mode == "convert":
@@ -483,12 +520,13 @@ def main(argv):
         if FLAGS.mode in ("export", "all"):
             run_export(train_results)
     except BnasError as err:
-        logging.error("%s", err)
-        sys.stderr.write(f"bnas_tf: error: {err}\n")
+        done = f" (--restart={FLAGS.restart} is done: leave it out when you run again.)" if restarted else ""
+        logging.error("%s%s", err, done)
+        sys.stderr.write(f"bnas_tf: error: {err}{done}\n")
         sys.exit(2)
-    except KeyboardInterrupt:
-        message = (f"Interrupted. What was checkpointed in {FLAGS.model_dir} is kept: run the same command "
-                   "again to resume.")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (`bnas_tf.interrupt`)
+        again = f"run the same command without --restart={FLAGS.restart}" if restarted else "run the same command again"
+        message = f"{interrupt.reason()}. What was checkpointed in {FLAGS.model_dir} is kept: {again} to resume."
         logging.warning("%s", message)
         sys.stderr.write(f"bnas_tf: {message}\n")
         sys.exit(130)

@@ -345,7 +345,8 @@ def fit(loop, *, model_dir, settings, network_settings, epochs, steps, train_epo
     if initial_epoch > epochs:
         raise StateError(
             f"The checkpoint in {checkpoint_dir} has already run {initial_epoch} epochs, more than "
-            f"epochs={epochs}. Pass epochs >= {initial_epoch} or use a new model_dir."
+            f"epochs={epochs}. Pass epochs >= {initial_epoch}, train from scratch (--restart=train), or use a "
+            "new model_dir."
         )
     if initial_epoch:
         logging.info("Resuming from %s: %d of %d epochs done.", manager.latest_checkpoint, initial_epoch, epochs)
@@ -744,12 +745,14 @@ def _check_settings(model_dir, settings, network_settings, resuming, chief):
     try:
         diff = statefile.settings_changes(path, settings) if chief or tf.io.gfile.exists(path) else {}
     except statefile.Unreadable as err:
-        raise StateError(f"Cannot read the training settings ({err}). Delete {path} if the flags are those "
-                         "the run started with, or use a new model_dir.") from None
+        raise StateError(
+            f"Cannot read the training settings ({err}). Delete {path} if the flags are those the run started "
+            "with, train from scratch (--restart=train), or use a new model_dir.") from None
     refused = {k: v for k, v in diff.items() if k in network_settings}
     if refused:
         raise StateError(f"The training in {model_dir} was started for another network or data: "
-                         f"{statefile.describe(refused)}. Resume it with the same flags, or use a new model_dir.")
+                         f"{statefile.describe(refused)}. Resume it with the same flags, train from scratch "
+                         "(--restart=train), or use a new model_dir.")
     if diff:
         logging.warning("Resuming the training with %s.", statefile.describe(diff))
 
@@ -765,7 +768,8 @@ def _restore(loop, manager, checkpoint_dir):
         raise StateError(
             f"Cannot restore checkpoint {latest} (in {checkpoint_dir}): {err}. It is corrupt or was written "
             "for another network (genotype, layers, channels, binarization). Delete this checkpoint's files "
-            f"({os.path.basename(latest)}.*) to resume from the one before, or use a new model_dir."
+            f"({os.path.basename(latest)}.*) to resume from the one before, train from scratch "
+            "(--restart=train), or use a new model_dir."
         ) from None
     return int(loop.epoch.numpy())
 

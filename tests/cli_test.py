@@ -39,6 +39,9 @@ def test_pcdarts_search_end_to_end(tmp_path):
         (["--mode=export"], "No trained model"),
         (["--mode=search", "--search=pcdarts", "--search_epochs=2", "--arch_freeze_epochs=2"], "arch_freeze_epochs"),
         (["--mode=search", "--warmup_epochs=1", "--warmup_freeze_epochs=2"], "warmup_freeze_epochs"),
+        # Named as the flag the user set, before the warm-up (not as the data's batch_size after it).
+        (["--mode=search", "--trial_batch_size=5000"], "Invalid `trial_batch_size`"),
+        (["--mode=train", "--genotype=DARTS_V2", "--restart=search"], "--restart=search removes the search"),
     ],
 )
 def test_bad_input_gives_a_clear_error(tmp_path, flags, message):

@@ -46,3 +46,22 @@ def test_face_and_classification_flags_are_named_where_unused(parse):
     assert dict(parse(demo, "--head=cosface")) == {"head": "only the face datasets read it"}
     assert set(dict(parse(face, "--drop_path=0.1", "--auxiliary"))) == {"drop_path", "auxiliary"}
     assert parse(face, "--mode=train", "--head_margin=0.3") == []
+
+
+@pytest.mark.parametrize("mode, restart, refused", [
+    ("all", "search", False), ("search", "search", False), ("train", "search", True), ("export", "search", True),
+    ("all", "train", False), ("train", "train", False), ("search", "train", True), ("export", "train", True),
+    ("all", "all", False), ("search", "all", False), ("train", "all", True), ("convert", "all", True),
+    ("export", "none", False), ("convert", "none", False),
+])
+def test_a_restart_that_the_mode_does_not_make_again_is_refused(parse, mode, restart, refused):
+    """--restart=search with --mode=train would remove the genotype that the training reads, and
+    run no search to make it again: only work lost."""
+    from bnas_tf.errors import ConfigError
+
+    parse(f"--mode={mode}", f"--restart={restart}")
+    if refused:
+        with pytest.raises(ConfigError, match=rf"--restart={restart} removes .* --mode={mode} does not make again"):
+            launch._check_restart()
+    else:
+        launch._check_restart()

@@ -578,7 +578,7 @@ def test_corrupt_oracle_file_raises_state_error(tmp_path):
     resumed = make_oracle(tmp_path, k=3, t=1, history=False)
     with pytest.raises(StateError, match="oracle.json") as info:
         resumed.reload()
-    assert "delete the whole" in str(info.value) and "--model_dir" in str(info.value)
+    assert "--restart=search" in str(info.value)  # not "delete ...", which mixed a fresh start with the old search
 
     with open(fname, "w") as f:
         json.dump({"ongoing_trials": {}}, f)  # valid JSON, not a BNAS state

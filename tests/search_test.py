@@ -313,3 +313,39 @@ def test_a_resume_with_other_settings_is_refused(tmp_path):
     (tmp_path / pcdarts.SETTINGS_FILE).write_text("{not json")
     with pytest.raises(StateError, match="Cannot read the search settings"):
         pcdarts.check_resume_settings(config, str(tmp_path), "bnas")
+
+
+def test_a_diverged_search_names_the_search_flags(tmp_path, monkeypatch):
+    """The advice after a non-finite loss names the search's learning rates: the training's
+    --learning_rate does nothing to a search (the review's #91)."""
+    from bnas_tf.errors import TrainingError
+
+    searcher = pcdarts.Searcher(_config(), str(tmp_path), total_units=4)
+    # A step whose loss is NaN, as after updates with far too large a learning rate.
+    monkeypatch.setattr(searcher, "search_step_fn", lambda update_arch: lambda *batch: (float("nan"), 0.0, 0.0))
+    with pytest.raises(TrainingError, match=r"warmup epoch 1/1, step 1\. No checkpoint had been written yet; "
+                                            r"run the same command again with a lower --search_learning_rate "
+                                            r"\(or --arch_learning_rate\)") as info:
+        searcher.search_epoch(False, "warmup epoch 1/1")
+    assert "--learning_rate" not in str(info.value)
+    searcher.save()
+    with pytest.raises(TrainingError, match=r"The last good checkpoint, .*ckpt-0, is kept; .*--search_learning_rate"):
+        searcher.search_epoch(True, "pcdarts epoch 1/1")
+
+
+def test_a_trial_batch_larger_than_the_split_is_refused_before_the_warm_up(tmp_path, monkeypatch):
+    """It was found at the first trial, after the whole warm-up, and reported as the data's
+    `batch_size` (the training's flag's name); the search now says `trial_batch_size` at its start."""
+    from bnas_tf.search import tuner
+
+    def warm_up(*args, **kwargs):
+        raise AssertionError("the warm-up ran before the trial batch was checked")
+
+    monkeypatch.setattr(pcdarts.Searcher, "search_epoch", warm_up)
+    with pytest.raises(ConfigError, match=r"^Invalid `trial_batch_size`: expected at most the 719 examples of the "
+                                          r"digits search's weights part .*lower --trial_batch_size\. Received: "
+                                          r"trial_batch_size=5000$"):
+        tuner.run_bnas(_config(trial_batch_size=5000), str(tmp_path))
+    # Nothing recorded: the same command with a smaller --trial_batch_size is not refused as a
+    # resume with other settings.
+    assert not (tmp_path / pcdarts.SETTINGS_FILE).exists()

@@ -86,8 +86,9 @@ class History:
                     return
                 raise StateError(
                     f"The search history {self.path} is corrupt (line {number}: {e}). "
-                    "Delete the file (it is only a log; the search state is kept in "
-                    "oracle.json) or use another --model_dir."
+                    "Delete the file to go on (it is only a log: the search state is kept in "
+                    "oracle.json, but the records it held are lost), start the search over "
+                    "with --restart=search, or use another --model_dir."
                 ) from e
             self._records.append(record)
             self._keys.add(key)

@@ -647,11 +647,10 @@ class BnasOracle(keras_tuner.Oracle):
         same trial (same id and values) out again.
         """
         fname = self._get_oracle_fname()
-        search_dir = os.path.dirname(os.path.normpath(self._project_dir))
         advice = (
-            f"Start the search again in another --model_dir, or delete the whole {search_dir} first "
-            "(its Oracle state and its checkpoints belong together: deleting one of them mixes a "
-            "fresh start with a search in progress)."
+            "Start the search over with --restart=search (or in a new --model_dir); do not delete the "
+            "Oracle's directory alone: it and the checkpoints belong together, and deleting one of them "
+            "mixes a fresh start with a search in progress."
         )
         if not os.path.exists(fname) and "://" not in fname:
             raise StateError(f"Cannot resume the search: {fname} is missing. {advice}")

@@ -130,16 +130,42 @@ def check_resume_settings(config, model_dir, method):
     try:
         diff = statefile.settings_changes(os.path.join(model_dir, SETTINGS_FILE), current)
     except statefile.Unreadable as err:
-        raise StateError(f"Cannot read the search settings ({err}). Start the search again in a new "
-                         f"--model_dir, or delete the whole {model_dir} first.") from None
+        raise StateError(f"Cannot read the search settings ({err}). Start the search over with "
+                         "--restart=search, or in a new --model_dir.") from None
     allowed = {k: v for k, v in diff.items() if k in _RESUMABLE_CHANGES}
     refused = {k: v for k, v in diff.items() if k not in _RESUMABLE_CHANGES}
     if refused:
         raise StateError(
             f"The search in {model_dir} was started with other settings: {statefile.describe(refused)}. "
-            "Resume it with the same flags, or start a new search in another --model_dir.")
+            "Resume it with the same flags, start it over with these with --restart=search, or start a new "
+            "search in another --model_dir.")
     if allowed:
         logging.warning("Resuming the search with %s.", statefile.describe(allowed))
+
+
+def search_data(config):
+    """The search's data: `data.search_splits` of the config's dataset, at its warm-up batch."""
+    return data_lib.search_splits(config.dataset, batch_size=config.batch_size, seed=config.seed,
+                                  data_dir=config.data_dir, heldout_size=config.heldout_size)
+
+
+def check_trial_batch_size(config, splits, replicas=1):
+    """A `ConfigError` that names `trial_batch_size` when the sampled architectures' batch does not
+    fit the split (`data.SearchSplits.with_batch_size` drops the remainder of both halves).
+
+    Called before anything is recorded or trained: unchecked, it failed at the first trial, after
+    the whole warm-up, as the data's `batch_size` (the training's flag's name).
+    """
+    batch = config.trial_batch_size
+    size, part = splits.weights_size, "weights part"
+    if splits.arch_size < size:
+        size, part = splits.arch_size, "architecture part"
+    if batch > size:
+        per_replica = f" ({batch // replicas} per replica times {replicas} replicas)" if replicas > 1 else ""
+        raise ConfigError(
+            f"Invalid `trial_batch_size`: expected at most the {size} examples of the {splits.spec.name} search's "
+            f"{part} (the batches of the sampled architectures drop the remainder); lower --trial_batch_size. "
+            f"Received: trial_batch_size={batch}{per_replica}")
 
 
 @contextlib.contextmanager
@@ -258,15 +284,7 @@ class Searcher:
         self.total_units = total_units or config.epochs
         self._start_clock()  # restarted by restore()
         os.makedirs(model_dir, exist_ok=True)
-        if splits is None:
-            splits = data_lib.search_splits(
-                config.dataset,
-                batch_size=config.batch_size,
-                seed=config.seed,
-                data_dir=config.data_dir,
-                heldout_size=config.heldout_size,
-            )
-        self.splits = splits
+        self.splits = search_data(config) if splits is None else splits
         spec = self.splits.spec
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
@@ -345,9 +363,9 @@ class Searcher:
         except (tf.errors.OpError, AssertionError, ValueError) as err:
             raise StateError(
                 f"Cannot restore the search checkpoint {latest}: {str(err).splitlines()[0]}. "
-                "It is corrupt or from a different configuration. Start the search again in a new "
-                f"--model_dir, or delete the whole {self.model_dir} first (its checkpoints and its Oracle "
-                "state belong together: deleting one of them mixes a fresh start with a search in progress)."
+                "It is corrupt or from a different configuration. Start the search over with --restart=search "
+                "(or in a new --model_dir); do not delete the checkpoints alone: they and the Oracle state "
+                "belong together, and deleting one of them mixes a fresh start with a search in progress."
             ) from None
         self.model.refresh_alive()
         elapsed_path = os.path.join(self.model_dir, self.ELAPSED_FILE)
@@ -593,10 +611,13 @@ class Searcher:
             interrupt.check()
             loss = float(loss)
             if not math.isfinite(loss):
+                latest = self.manager.latest_checkpoint
+                kept = (f"The last good checkpoint, {latest}, is kept" if latest else
+                        "No checkpoint had been written yet")
+                # The search's own flags: --learning_rate is the evaluation network's.
                 raise TrainingError(
-                    f"The loss became {loss} in {label}, step {i + 1}. The last good checkpoint in "
-                    f"{self.manager.directory} is kept; lower --learning_rate (or --arch_learning_rate) "
-                    "and run the same command again to resume."
+                    f"The search's loss became {loss} in {label}, step {i + 1}. {kept}; run the same command "
+                    "again with a lower --search_learning_rate (or --arch_learning_rate) to go on from there."
                 )
             total_loss += loss
             total_correct += float(correct)
@@ -679,8 +700,9 @@ def _run_pcdarts(config, model_dir, strategy):
             f"Invalid `arch_freeze_epochs`: alpha/beta would never be trained in a {config.epochs}-epoch "
             f"search; expected fewer than epochs={config.epochs}. Received: "
             f"arch_freeze_epochs={config.arch_freeze_epochs}")
+    splits = search_data(config.validate())  # data first: a failure here records no settings
     check_resume_settings(config, model_dir, "pcdarts")
-    searcher = Searcher(config, model_dir, strategy, total_units=pcdarts_units(config))
+    searcher = Searcher(config, model_dir, strategy, total_units=pcdarts_units(config), splits=splits)
     start_unit = searcher.restore()
     for epoch in range(start_unit, config.epochs):
         update_arch = epoch >= config.arch_freeze_epochs

@@ -24,6 +24,7 @@ import time
 
 import keras_tuner
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from bnas_tf import genotypes as gt
@@ -34,7 +35,8 @@ from bnas_tf.search import statefile
 from bnas_tf.search.history import FILENAME as HISTORY_FILE
 from bnas_tf.search.history import History
 from bnas_tf.search.oracle import BnasOracle
-from bnas_tf.search.pcdarts import Searcher, check_resume_settings, search_graph_options
+from bnas_tf.search.pcdarts import (Searcher, check_resume_settings, check_trial_batch_size, search_data,
+                                    search_graph_options)
 
 
 def total_units(config):
@@ -225,8 +227,12 @@ def _run_bnas(config, model_dir, strategy):
         raise ConfigError(
             f"Invalid `warmup_freeze_epochs`: the warm-up has only warmup_epochs={config.warmup_epochs}. "
             f"Received: warmup_freeze_epochs={config.warmup_freeze_epochs}")
+    # The data and the trial batch first: a failure there records no settings, which the
+    # corrected command would otherwise be refused for.
+    splits = search_data(config.validate())
+    check_trial_batch_size(config, splits, (strategy or tf.distribute.get_strategy()).num_replicas_in_sync)
     check_resume_settings(config, model_dir, "bnas")
-    searcher = Searcher(config, model_dir, strategy, total_units=total_units(config))
+    searcher = Searcher(config, model_dir, strategy, total_units=total_units(config), splits=splits)
     oracle = BnasOracle(
         k=config.k,
         t=config.t,
