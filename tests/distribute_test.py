@@ -14,7 +14,8 @@ reasons, and the test removes each:
   not what the method does, and a per-replica batch of 64 or more is what
   the paper's settings give). The outputs of a mixed batch then genuinely
   differ from one device. The test feeds global batches made of two copies
-  of a half batch: every replica sees the same examples, its batch
+  of a half batch (held-out batches too: a sampled path is scored on the
+  held-out batch's statistics): every replica sees the same examples, its batch
   statistics equal those of the whole batch, and the two runs compute the
   same function exactly (in real arithmetic).
 - Rounding. Sums run in another order across replicas, and in float32 the
@@ -125,6 +126,16 @@ def _compare_worker(out_dir):
 
     data_lib.SearchSplits.weights_epoch = duplicated(data_lib.SearchSplits.weights_epoch)
     data_lib.SearchSplits.arch_epoch = duplicated(data_lib.SearchSplits.arch_epoch)
+    heldout = data_lib.SearchSplits.heldout
+
+    def duplicated_heldout(splits):
+        # A sampled path is scored on the held-out batch's statistics: the same two copies.
+        ds = heldout.fget(splits)
+        if not duplicate[0]:
+            return ds
+        return ds.map(lambda x, y: tuple(tf.concat([t[:(tf.shape(t)[0] + 1) // 2]] * 2, 0) for t in (x, y)))
+
+    data_lib.SearchSplits.heldout = property(duplicated_heldout)
 
     alive = {t: [list(OPS)] * gt.NUM_EDGES for t in gt.CELL_TYPES}
     trial = {t: [OPS[e % len(OPS)] for e in range(gt.NUM_EDGES)] for t in gt.CELL_TYPES}

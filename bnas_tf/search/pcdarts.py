@@ -668,6 +668,8 @@ class Searcher:
             c, n = fn(batches)
             correct += float(c)
             total += float(n)
+        if choice is not None:
+            self.sync_batch_norm()  # a path is scored in training mode: its replicas' statistics moved apart
         return correct / max(total, 1.0)
 
     def _summaries(self, scalars, seconds):
