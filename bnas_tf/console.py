@@ -30,14 +30,26 @@ def progress_bar(steps, metrics):
     return keras.utils.Progbar(steps, stateful_metrics=list(metrics), verbose=1 if interactive() else 2)
 
 
-class _DropUnsavedGradientWarning(logging.Filter):
+class _TensorFlowNoise(logging.Filter):
+    """Drops TensorFlow's own INFO records and its unsaved-custom-gradient warning.
+
+    TensorFlow logs through its "tensorflow" logger and, in places (the
+    checkpoint saver's "Sharding callback duration"), through absl's logger,
+    which bnas_tf's own messages use too: records are told apart by the file
+    that emitted them.
+    """
+
     def filter(self, record):
-        return _UNSAVED_GRADIENTS not in record.getMessage()
+        if _UNSAVED_GRADIENTS in record.getMessage():
+            return False
+        from_tensorflow = f"{os.sep}tensorflow{os.sep}" in record.pathname
+        return not (from_tensorflow and record.levelno < logging.WARNING)
 
 
 def quiet_tensorflow_logs():
-    """TensorFlow's Python logger at WARNING, without the unsaved-custom-gradient warning."""
-    logger = logging.getLogger("tensorflow")
-    logger.setLevel(logging.WARNING)
-    if not any(isinstance(f, _DropUnsavedGradientWarning) for f in logger.filters):
-        logger.addFilter(_DropUnsavedGradientWarning())
+    """Keeps TensorFlow's INFO lines and its unsaved-custom-gradient warning out of the log."""
+    from absl import logging as absl_logging
+
+    for logger in (logging.getLogger("tensorflow"), absl_logging.get_absl_logger()):
+        if not any(isinstance(f, _TensorFlowNoise) for f in logger.filters):
+            logger.addFilter(_TensorFlowNoise())
