@@ -17,14 +17,15 @@ import sys
 from absl import app, flags, logging
 
 from bnas_tf.amplitude import SCHEMES
+from bnas_tf.face.heads import HEADS
+from bnas_tf.face.models import BACKBONES
 from bnas_tf.optim import OPTIMIZERS
 from bnas_tf.rundir import RESTARTS
 
 MODES = ("search", "train", "export", "all", "convert")
 # Face recognition: casia_webface (Sec. 4.4), digits_faces the offline demo (digits 0-6 train, 7-9 verify).
 FACE_DATASETS = ("casia_webface", "digits_faces")
-BACKBONES = ("genotype", "resnet18", "resnet34", "resnet50", "resnet100")
-HEADS = ("arcface", "cosface", "softmax")
+
 SEARCHES = ("bnas", "pcdarts")
 
 FLAGS = flags.FLAGS

@@ -53,6 +53,8 @@ from bnas_tf import network as network_lib
 from bnas_tf.errors import bad_value
 
 _PACKAGE = "bnas_tf"
+#: The face networks: the cells of a genotype, or an IR ResNet of that depth.
+BACKBONES = ("genotype", "resnet18", "resnet34", "resnet50", "resnet100")
 
 FACE_INPUT_SHAPE = (112, 112, 3)
 EMBEDDING_SIZE = 512

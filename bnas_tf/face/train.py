@@ -33,6 +33,7 @@ import tensorflow as tf
 from bnas_tf import amplitude as amp
 from bnas_tf import genotypes as genotypes_lib
 from bnas_tf import layers as layers_lib
+from bnas_tf import network
 from bnas_tf import optim
 from bnas_tf import train as train_lib
 from bnas_tf.errors import ConfigError
@@ -41,8 +42,6 @@ from bnas_tf.face import heads as heads_lib
 from bnas_tf.face import models
 from bnas_tf.face import verify as verify_lib
 
-#: The backbones `FaceConfig` accepts: the cells of a genotype, or an IR ResNet of that depth.
-BACKBONES = ("genotype", "resnet18", "resnet34", "resnet50", "resnet100")
 # What defines the trained network and its data: a resume must keep them.
 _NETWORK_SETTINGS = ("backbone", "genotype", "init_channels", "layers", "embedding_size", "binarization",
                      "binary_activations", "full_precision_preprocess", "theta", "head", "scale", "margin",
@@ -85,8 +84,8 @@ class FaceConfig:
     margin: float | None = None
 
     def __post_init__(self):
-        if self.backbone not in BACKBONES:
-            raise bad_value("backbone", self.backbone, f"one of {', '.join(BACKBONES)}")
+        if self.backbone not in models.BACKBONES:
+            raise bad_value("backbone", self.backbone, f"one of {', '.join(models.BACKBONES)}")
         if self.head not in heads_lib.HEADS:
             raise bad_value("head", self.head, f"one of {', '.join(heads_lib.HEADS)}")
         if self.backbone == "genotype" and self.genotype is None:
@@ -196,7 +195,7 @@ def train_face(
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    params = int(sum(int(np.prod(w.shape)) for w in embedding.trainable_weights))
+    params = network.count_params(embedding)
     logging.info("Face network %s (%s head, %d identities): %d parameters (%.3f M) without the head.",
                  embedding.name, config.head, data.num_classes, params, params / 1e6)
 
